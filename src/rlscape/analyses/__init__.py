@@ -1,0 +1,1 @@
+"""Analyses built on the core: each module reads spec → directions → evaluation → store → summary."""

@@ -1,0 +1,329 @@
+"""Reward surfaces: the return on a plane or a line through parameter space (methods.md §1–3).
+
+Read top to bottom: spec → agent → directions → points → batched evaluation (resumable, in
+chunks) → Dataset. :func:`run_surface` is what the CLI calls; :func:`plane` and :func:`line` are
+the same analysis for a notebook, with a loaded :class:`~rlscape.core.policy.Agent`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from rlscape.core.directions import Direction, cosine, difference, load_direction, random_direction
+from rlscape.core.errors import RlscapeError
+from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, BlockResult, Budget
+from rlscape.core.execute import evaluate_points
+from rlscape.core.params import check_finite
+from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
+from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
+from rlscape.core.store import DIRECTIONS, RunDir, cpu_count, merge_chunks, package_versions
+
+log = logging.getLogger(__name__)
+
+_SAVE_EVERY_S = 5.0
+
+
+# -- directions ------------------------------------------------------------------------------------
+
+def _is_checkpoint(source: str) -> bool:
+    p = Path(source)
+    return (p.is_dir() and any(p.glob("*.zip"))) or (p.is_file() and p.suffix == ".zip")
+
+
+def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarray]) -> tuple[list[Direction], bool]:
+    """The spec's directions, and whether the run interpolates θ1→θ2 (a line toward a checkpoint)."""
+    out, interpolate = [], False
+    for i, source in enumerate(spec.directions):
+        if source == "random":
+            out.append(random_direction(theta0, spec.evaluation.seed, i, spec.normalization, spec.bias))
+        elif _is_checkpoint(source):
+            if spec.kind != "line":
+                raise RlscapeError("a checkpoint as a plane direction is not supported; use it with `rlscape line --direction`")
+            other = load_checkpoint(source, agent.env.env_id, algo=spec.algo)
+            theta2 = other.parameters(spec.params)
+            check_finite(theta2, f"checkpoint {source}")
+            d = difference(theta0, theta2)
+            d.meta["source"] = str(resolve_model_zip(source).resolve())
+            out.append(d)
+            interpolate = True
+        elif Path(source).suffix == ".npz" or Path(source).exists():
+            out.append(load_direction(source, theta0))
+        else:
+            raise RlscapeError(f"direction {source!r} is neither 'random' nor an existing .npz or checkpoint; give one of those")
+    return out, interpolate
+
+
+# -- points ----------------------------------------------------------------------------------------
+
+def axes(spec: SurfaceSpec) -> list[np.ndarray]:
+    """Offsets along each direction: ``linspace(lo, hi, g)``; odd plane grids hold 0 exactly."""
+    out = []
+    for g, (lo, hi) in zip(spec.grid, spec.ranges, strict=True):
+        a = np.linspace(lo, hi, g) if g > 1 else np.array([0.0 if spec.kind == "plane" else lo])
+        if spec.kind == "plane" and g % 2 == 1:
+            a[g // 2] = 0.0
+        out.append(a)
+    return out
+
+
+def grid_coords(ax: list[np.ndarray]) -> np.ndarray:
+    """Flat ``(N, n_dirs)`` coordinates in ``ij`` order (point k = i·g2 + j)."""
+    mesh = np.meshgrid(*ax, indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)
+
+
+# -- dataset ---------------------------------------------------------------------------------------
+
+def build_dataset(spec: SurfaceSpec, ax: list[np.ndarray], merged: dict[str, np.ndarray], attrs: dict[str, Any]) -> xr.Dataset:
+    """The results as an xarray Dataset: per-episode arrays and per-point summaries; NaN = not run."""
+    dims = ["alpha", "beta"][: len(ax)]
+    shape = tuple(len(a) for a in ax)
+    E = merged["returns"].shape[1]
+    per_ep = dims + ["episode"]
+
+    def grid(a: np.ndarray) -> np.ndarray:
+        return a.reshape(*shape, *a.shape[1:])
+
+    lengths = merged["lengths"].astype(np.float64)
+    ran = lengths > 0
+    lengths[~ran] = np.nan
+    returns = np.where(ran, merged["returns"], np.nan)
+    disc = np.where(ran, merged["discounted_returns"], np.nan)
+    n = ran.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(returns, axis=1) / n
+        var = np.nansum((returns - mean[:, None]) ** 2, axis=1) / (n - 1)
+        std = np.where(n > 1, np.sqrt(var), np.nan)
+        sem = std / np.sqrt(n)
+        length_mean = np.nansum(lengths, axis=1) / n
+        disc_mean = np.nansum(disc, axis=1) / n
+        steps = np.nansum(lengths, axis=1)
+        value_mean = np.nansum(merged["value_sums"], axis=1) / steps
+        td_mean = np.nansum(merged["td_sq_sums"], axis=1) / steps
+    missing = n == 0
+    for arr in (mean, length_mean, disc_mean, value_mean, td_mean):
+        arr[missing] = np.nan
+    data: dict[str, Any] = {
+        "returns": (per_ep, grid(returns), {"long_name": "episode return (undiscounted, every reward)"}),
+        "lengths": (per_ep, grid(lengths), {"long_name": "episode length (steps)"}),
+        "discounted_returns": (per_ep, grid(disc), {"long_name": f"discounted return, γ = {attrs['gamma']}"}),
+        "return_mean": (dims, grid(mean), {"long_name": "mean return"}),
+        "return_std": (dims, grid(std), {"long_name": "std of returns (ddof=1)"}),
+        "return_sem": (dims, grid(sem), {"long_name": "standard error of the mean return"}),
+        "length_mean": (dims, grid(length_mean), {"long_name": "mean episode length"}),
+        "discounted_return_mean": (dims, grid(disc_mean), {"long_name": "mean discounted return"}),
+        "n_episodes": (dims, grid(n.astype(np.int64)), {"long_name": "episodes evaluated"}),
+    }
+    if attrs.get("has_critic"):
+        data["value_mean"] = (dims, grid(value_mean), {"long_name": "mean V(s_t) over visited states"})
+        data["td_error_mean"] = (dims, grid(td_mean), {"long_name": "mean squared one-step TD error"})
+    coords = {d: (d, a) for d, a in zip(dims, ax, strict=True)}
+    coords["episode"] = ("episode", np.arange(E))
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    ds["alpha"].attrs["long_name"] = "offset along dir1" if spec.kind == "plane" else "offset along the direction"
+    if "beta" in ds:
+        ds["beta"].attrs["long_name"] = "offset along dir2"
+    return ds
+
+
+# -- the analysis ----------------------------------------------------------------------------------
+
+def run_surface(
+    spec: SurfaceSpec,
+    out: str | Path | None = None,
+    *,
+    agent: Agent | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    max_envs: int = 512,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Evaluate ``spec`` and return its Dataset; with ``out``, store (and resume) a run directory.
+
+    ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints).
+    """
+    run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
+    if agent is None:
+        agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
+    theta0 = agent.parameters(spec.params)
+    check_finite(theta0, "the policy")
+    dirs, interpolate = make_directions(spec, agent, theta0)
+    ax = axes(spec)
+    coords = grid_coords(ax)
+    names = [f"dir{i + 1}" for i in range(len(dirs))]
+
+    attrs: dict[str, Any] = {
+        "kind": spec.kind, "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
+        "params": spec.params, "normalization": spec.normalization, "bias": spec.bias,
+        "seed": spec.evaluation.seed, "deterministic": int(spec.evaluation.deterministic),
+        "episodes": spec.evaluation.episodes or 0, "steps": spec.evaluation.steps or 0,
+        "gamma": agent.gamma, "has_critic": int(agent.has_value), "n_parameters": int(sum(v.size for v in theta0.values())),
+    }
+    if spec.kind == "plane":
+        for name, d in zip(names, dirs, strict=True):
+            attrs[f"{name}_label"] = f"{name}: {d.label()}"
+            attrs[f"{name}_norm"] = d.norm
+        attrs["cos_dir1_dir2"] = cosine(dirs[0], dirs[1])
+    else:
+        d = dirs[0]
+        attrs["direction_kind"] = "interpolation" if interpolate else str(d.meta.get("kind"))
+        attrs["direction_label"] = "interpolation θ1→θ2 (α=0: θ1, α=1: θ2)" if interpolate else d.label()
+        attrs["direction_norm"] = d.norm
+        if interpolate:
+            attrs["checkpoint2"] = str(d.meta.get("source"))
+
+    if run is not None:
+        for name, d in zip(names, dirs, strict=True):
+            path = run.path / DIRECTIONS / f"{name}.npz"
+            if path.is_file():
+                saved = load_direction(path, theta0)
+                if any(not np.array_equal(saved.values[n], d.values[n]) for n in theta0):
+                    raise RlscapeError(f"{path} differs from the direction this run now makes; pass --overwrite to start again")
+            d.save(path)
+        run.update_run(
+            status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
+            seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, 0xD1, index]) (index 0 = dir1, 1 = dir2)",
+                   "env_reset": f"SeedSequence([{spec.evaluation.seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
+                   "action_noise": f"PCG64(SeedSequence([{spec.evaluation.seed}, {NOISE_STREAM:#x}, episode]))"},
+            parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        chunks = run.read_chunks()
+    else:
+        chunks = []
+
+    from rlscape.core.store import ChunkData
+
+    done = np.zeros(len(coords), bool)
+    for c in chunks:
+        done[c.points] = True
+    todo = np.flatnonzero(~done)
+    if chunks:
+        log.info("resuming: %d of %d points already done", int(done.sum()), len(coords))
+    ev = spec.evaluation
+    budget = Budget(episodes=ev.episodes, steps=ev.steps)
+    bar = _progress_bar(len(coords), int(done.sum()), enabled=progress)
+    last_save = [time.monotonic()]
+    t_start = time.perf_counter()
+    steps_here = [0]
+
+    def save_dataset() -> None:
+        if run is not None:
+            run.write_dataset(build_dataset(spec, ax, merge_chunks(chunks, len(coords)), attrs))
+
+    def on_chunk(points: np.ndarray, res: BlockResult) -> None:
+        arrays = {"returns": res.returns, "lengths": res.lengths, "discounted_returns": res.discounted_returns,
+                  "value_sums": res.value_sums, "td_sq_sums": res.td_sq_sums}
+        if run is not None:
+            run.write_chunk(points, arrays)
+        chunks.append(ChunkData(points, **arrays))
+        steps_here[0] += res.env_steps
+        if bar is not None:
+            bar.update(len(points))
+            elapsed = time.perf_counter() - t_start
+            bar.set_postfix_str(f"{steps_here[0] / max(elapsed, 1e-9):,.0f} env-steps/s")
+        if time.monotonic() - last_save[0] > _SAVE_EVERY_S:
+            save_dataset()
+            last_save[0] = time.monotonic()
+
+    try:
+        evaluate_points(agent, theta0, [d.values for d in dirs], coords, todo, budget,
+                        seed=ev.seed, deterministic=ev.deterministic, workers=workers, max_envs=max_envs,
+                        on_chunk=on_chunk)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t_start
+    ds = build_dataset(spec, ax, merge_chunks(chunks, len(coords)), attrs)
+    if run is not None:
+        run.write_dataset(ds)
+        run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=round(wall, 3),
+                       env_steps_this_session=steps_here[0], env_steps_per_s=round(steps_here[0] / max(wall, 1e-9), 1),
+                       workers=workers or cpu_count(), max_envs=max_envs)
+    log.info("%s done: %d points, %d env steps in %.1f s (%.0f steps/s)", spec.kind, len(coords), steps_here[0], wall,
+             steps_here[0] / max(wall, 1e-9))
+    return ds
+
+
+def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="pt", desc="points", dynamic_ncols=True, mininterval=0.5)
+
+
+# -- notebook API ----------------------------------------------------------------------------------
+
+def _eval_spec(episodes: int | None, steps: int | None, seed: int, deterministic: bool) -> EvalSpec:
+    return validated(EvalSpec, episodes=None if steps is not None and episodes == 20 else episodes, steps=steps,
+                     seed=seed, deterministic=deterministic)  # type: ignore[return-value]
+
+
+def plane(
+    agent: Agent | str | Path,
+    *,
+    dir1: str = "random",
+    dir2: str = "random",
+    grid: int | tuple[int, int] = 21,
+    magnitude: float | tuple[float, float] = 1.0,
+    episodes: int | None = 20,
+    steps: int | None = None,
+    seed: int = 0,
+    deterministic: bool = False,
+    normalization: str = "filter",
+    params: str = "actor",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    env_id: str | None = None,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Mean return on the plane θ0 + α·d1 + β·d2 around an agent (or a checkpoint path).
+
+    Returns a Dataset with dims ``alpha`` (g1), ``beta`` (g2), ``episode`` (E). Directions are
+    ``"random"`` (seeded Gaussian, normalised) or a path to a direction ``.npz``.
+    """
+    g = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    m = (magnitude, magnitude) if isinstance(magnitude, int | float) else tuple(magnitude)
+    loaded = agent if isinstance(agent, Agent) else None
+    spec = validated(SurfaceSpec, kind="plane", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
+                     env_id=env_id, grid=g, ranges=tuple((-float(x), float(x)) for x in m), directions=(dir1, dir2),
+                     normalization=normalization, params=params, evaluation=_eval_spec(episodes, steps, seed, deterministic))
+    return run_surface(spec, out, agent=loaded, overwrite=overwrite, workers=workers, progress=progress)  # type: ignore[arg-type]
+
+
+def line(
+    agent: Agent | str | Path,
+    *,
+    direction: str = "random",
+    points: int = 21,
+    range: tuple[float, float] | None = None,  # noqa: A002 - mirrors the CLI flag
+    episodes: int | None = 20,
+    steps: int | None = None,
+    seed: int = 0,
+    deterministic: bool = False,
+    normalization: str = "filter",
+    params: str = "actor",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    env_id: str | None = None,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Mean return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 when ``direction`` is a checkpoint.
+
+    Returns a Dataset with dims ``alpha`` (points) and ``episode``. ``range`` defaults to
+    (−1, 1) for a direction and (0, 1) for an interpolation.
+    """
+    loaded = agent if isinstance(agent, Agent) else None
+    rng = range if range is not None else ((0.0, 1.0) if _is_checkpoint(direction) else (-1.0, 1.0))
+    spec = validated(SurfaceSpec, kind="line", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
+                     env_id=env_id, grid=(points,), ranges=(tuple(map(float, rng)),), directions=(direction,),
+                     normalization=normalization, params=params, evaluation=_eval_spec(episodes, steps, seed, deterministic))
+    return run_surface(spec, out, agent=loaded, overwrite=overwrite, workers=workers, progress=progress)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Core machinery: named parameters, directions, agents, env pipeline, batched evaluation, storage."""

@@ -1,0 +1,166 @@
+"""The evaluation env pipeline, rebuilt from what the checkpoint says about training (methods.md §3).
+
+Same wrappers as training (SB3's Atari preprocessing, frame stacking on the channel axis, channel-
+first transposition), the checkpoint's own observation normalisation *frozen*, raw rewards (never
+normalised or clipped), and for Atari the game score over full games (a lost life does not end the
+episode).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rlscape.core.errors import RlscapeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObsNorm:
+    """Frozen observation normalisation (SB3 ``VecNormalize`` statistics)."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float
+    epsilon: float
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
+
+
+class _NormalizeObservation(gym.ObservationWrapper):
+    def __init__(self, env: gym.Env, norm: ObsNorm) -> None:
+        super().__init__(env)
+        self.norm = norm
+        shape = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(-norm.clip, norm.clip, shape, np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return self.norm(observation)
+
+
+class StackLastAxis(gym.Wrapper):
+    """Frame stacking exactly like SB3's ``VecFrameStack`` for channel-last images: the last ``n``
+    observations concatenated on the last axis, zeros before the first one."""
+
+    def __init__(self, env: gym.Env, n: int) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        assert isinstance(space, gym.spaces.Box)
+        low = np.repeat(space.low, n, axis=-1)
+        high = np.repeat(space.high, n, axis=-1)
+        self.observation_space = gym.spaces.Box(low, high, dtype=space.dtype)
+        self._c = space.shape[-1]
+        self._stack = np.zeros(self.observation_space.shape, dtype=space.dtype)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        self._stack[...] = 0
+        self._stack[..., -self._c :] = obs
+        return self._stack.copy(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._stack = np.roll(self._stack, -self._c, axis=-1)
+        self._stack[..., -self._c :] = obs
+        return self._stack.copy(), reward, terminated, truncated, info
+
+
+class _ChannelFirst(gym.ObservationWrapper):
+    """HWC → CHW, as SB3's ``VecTransposeImage`` does for CNN policies."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(
+            np.transpose(space.low, (2, 0, 1)), np.transpose(space.high, (2, 0, 1)), dtype=space.dtype
+        )
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)))
+
+
+def _register_optional_envs() -> None:
+    try:
+        import ale_py
+
+        gym.register_envs(ale_py)
+    except ImportError:  # pragma: no cover - ale-py is a dependency, but keep the core importable
+        pass
+
+
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` is an Arcade Learning Environment game."""
+    _register_optional_envs()
+    try:
+        spec = gym.spec(env_id)
+    except Exception:
+        return False
+    return "ale_py" in str(spec.entry_point)
+
+
+@dataclass
+class EnvSpec:
+    """Everything needed to rebuild one evaluation env in any process (picklable)."""
+
+    env_id: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    atari: bool = False
+    frame_stack: int = 1
+    channel_first: bool = False
+    obs_norm: ObsNorm | None = None
+
+    def make(self) -> gym.Env:
+        """Build the env; unknown ids become a one-line :class:`RlscapeError`."""
+        _register_optional_envs()
+        try:
+            env = gym.make(self.env_id, **self.env_kwargs)
+        except (gym.error.Error, ModuleNotFoundError, ImportError, AttributeError) as exc:
+            raise RlscapeError(
+                f"unknown env id {self.env_id!r} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "pass a registered Gymnasium id, or module:EnvName-v0 for a custom env"
+            ) from None
+        if self.atari:
+            from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+            env = AtariWrapper(env, terminal_on_life_loss=False, clip_reward=False)
+        if self.obs_norm is not None:
+            env = _NormalizeObservation(env, self.obs_norm)
+        if self.frame_stack > 1:
+            env = StackLastAxis(env, self.frame_stack)
+        if self.channel_first:
+            env = _ChannelFirst(env)
+        return env
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "wrappers": (["AtariWrapper(terminal_on_life_loss=False, clip_reward=False)"] if self.atari else [])
+            + (["VecNormalize(frozen, obs only)"] if self.obs_norm is not None else [])
+            + ([f"FrameStack({self.frame_stack}, channel-last)"] if self.frame_stack > 1 else [])
+            + (["TransposeImage(CHW)"] if self.channel_first else []),
+        }
+
+
+def check_spaces(env: gym.Env, observation_space: gym.Space, action_space: gym.Space, env_id: str) -> None:
+    """Refuse an env whose spaces differ from the ones the policy was trained with."""
+    eo, ea = env.observation_space, env.action_space
+    if type(eo) is not type(observation_space) or getattr(eo, "shape", None) != getattr(observation_space, "shape", None):
+        raise RlscapeError(
+            f"env {env_id!r} gives observations {eo} but the checkpoint expects {observation_space}; "
+            "pass the env the agent was trained on with --env"
+        )
+    same_action = type(ea) is type(action_space) and getattr(ea, "shape", None) == getattr(action_space, "shape", None)
+    if same_action and isinstance(ea, gym.spaces.Discrete):
+        same_action = int(ea.n) == int(action_space.n)  # type: ignore[attr-defined]
+    if not same_action:
+        raise RlscapeError(
+            f"env {env_id!r} has actions {ea} but the checkpoint expects {action_space}; "
+            "pass the env the agent was trained on with --env"
+        )

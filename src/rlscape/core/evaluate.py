@@ -1,0 +1,317 @@
+"""Batched evaluation of K parameter vectors × E episodes (methods.md §3).
+
+One block of points is evaluated as a rectangle of ``K_w`` points × ``E_w`` episodes: every live
+env of the rectangle gets its action from **one** batched forward pass (``torch.func.vmap`` of a
+``functional_call`` over the stacked parameter vectors), finished episodes are masked out and no
+longer stepped, and memory stays bounded because rectangles hold at most ``max_envs`` envs.
+
+Reproducibility: episode ``e`` resets with seed ``s_e`` and draws its action noise from its own
+stream, both derived from ``(seed, e)`` only — never from the point, the chunk or the worker — so
+every point sees the same initial states and noise (common random numbers) and results do not
+depend on how the work is split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.func import functional_call, vmap
+
+from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
+from rlscape.core.params import NamedArrays
+
+log = logging.getLogger(__name__)
+
+_NOISE_BLOCK = 256  # steps of noise drawn at a time per episode; fixed so streams never depend on it
+RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
+
+
+def reset_seed(seed: int, episode: int) -> int:
+    """The env reset seed of episode ``episode`` (the same at every point: common random numbers)."""
+    return int(np.random.SeedSequence([int(seed), RESET_STREAM, int(episode)]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``episodes`` complete episodes per point, or episodes until at least ``steps`` steps."""
+
+    episodes: int | None = None
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.episodes is None) == (self.steps is None):
+            raise ValueError("give exactly one of episodes or steps")
+
+
+@dataclass
+class BlockResult:
+    """Per point × episode results of one block; episodes not run are NaN (lengths: 0)."""
+
+    returns: np.ndarray  # (K, E) float64
+    lengths: np.ndarray  # (K, E) int64
+    discounted_returns: np.ndarray  # (K, E) float64
+    value_sums: np.ndarray  # (K, E) float64, Σ_t V(s_t); NaN without a critic
+    td_sq_sums: np.ndarray  # (K, E) float64, Σ_t δ_t²; NaN without a critic
+    env_steps: int
+
+
+class _NoiseTable:
+    """Action noise of the episodes of one rectangle: ``table[j, t]`` is step ``t`` of episode ``ids[j]``."""
+
+    def __init__(self, seed: int, episode_ids: Sequence[int], width: int, kind: str) -> None:
+        self.kind, self.width = kind, width
+        self.rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), NOISE_STREAM, int(e)]))) for e in episode_ids]
+        self.table = np.zeros((len(self.rngs), 0, width), np.float32)
+
+    def at(self, t: int) -> np.ndarray:
+        while t >= self.table.shape[1]:
+            shape = (_NOISE_BLOCK, self.width)
+            if self.kind == "normal":
+                blocks = [g.standard_normal(shape, dtype=np.float32) for g in self.rngs]
+            else:
+                blocks = [g.random(shape, dtype=np.float32) for g in self.rngs]
+            self.table = np.concatenate([self.table, np.stack(blocks)], axis=1)
+        return self.table[:, t]
+
+
+def _noise_spec(agent: Agent) -> tuple[int, str]:
+    space = agent.action_space
+    if agent.kind == CATEGORICAL:
+        return int(space.n), "uniform"  # Gumbel-max
+    if agent.kind in (GAUSSIAN, SQUASHED):
+        return int(np.prod(space.shape)), "normal"
+    if agent.kind == QVALUES:
+        return 2, "uniform"  # ε decision, random action
+    return 0, "none"
+
+
+def select_actions(agent: Agent, out: Mapping[str, torch.Tensor], noise: np.ndarray | None, deterministic: bool) -> np.ndarray:
+    """Actions for a ``(K, E)`` rectangle from the head outputs; ``noise`` is ``(E, W)``.
+
+    Stochastic sampling is exact for each distribution and driven by the episode's noise:
+    Gaussian ``μ + σ·z``; categorical by Gumbel-max; DQN ε-greedy with the model's ε.
+    Continuous actions are clipped to the Box (SB3 ``predict``) or, for squashed/tanh policies,
+    rescaled from [−1, 1] to the Box as SB3 does.
+    """
+    space = agent.action_space
+    z = None if noise is None else torch.from_numpy(noise)[None]  # (1, E, W)
+    kind = agent.kind
+    if kind == CATEGORICAL:
+        logits = out["logits"]
+        if not deterministic:
+            u = z.clamp(1e-12, 1 - 1e-7)
+            logits = logits - torch.log(-torch.log(u))
+        return logits.argmax(-1).numpy()
+    if kind == QVALUES:
+        greedy = out["q"].argmax(-1).numpy()
+        if deterministic or agent.exploration_rate <= 0:
+            return greedy
+        zz = z[0].numpy()
+        explore = zz[:, 0] < agent.exploration_rate
+        random_action = np.minimum((zz[:, 1] * space.n).astype(np.int64), space.n - 1)
+        return np.where(explore[None, :], random_action[None, :], greedy)
+    if kind in (GAUSSIAN, SQUASHED):
+        a = out["mean"]
+        if not deterministic:
+            a = a + torch.exp(out["log_std"]) * z.reshape(1, z.shape[1], *a.shape[2:])
+        if kind == SQUASHED:
+            return _rescale(torch.tanh(a).numpy(), space)
+        return np.clip(a.numpy(), space.low, space.high)
+    if kind == TANH:
+        return _rescale(out["action"].numpy(), space)
+    if kind == ACTION:
+        a = out["action"].numpy()
+        return np.clip(a, space.low, space.high) if isinstance(space, gym.spaces.Box) else a
+    raise ValueError(f"unknown head kind {kind}")
+
+
+def _rescale(a: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
+    return space.low + 0.5 * (a + 1.0) * (space.high - space.low)
+
+
+class PopulationEvaluator:
+    """Evaluates points ``θ_k = base + Σ_j c_kj · d_j`` of one agent; lives in one process.
+
+    ``base`` and the basis directions hold only the selected (moved) parameters; the others keep
+    the agent's own values. Envs are created once and reused across rectangles.
+    """
+
+    def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays], *, seed: int,
+                 deterministic: bool, max_envs: int = 512) -> None:
+        self.agent = agent
+        self.names = list(base)
+        self.base = {n: torch.from_numpy(np.ascontiguousarray(base[n])) for n in self.names}
+        self.basis = [{n: torch.from_numpy(np.ascontiguousarray(d[n])) for n in self.names} for d in basis]
+        self.seed, self.deterministic, self.max_envs = int(seed), bool(deterministic), max(1, int(max_envs))
+        self.envs: list[gym.Env] = []
+        self.width, self.noise_kind = _noise_spec(agent)
+        head = agent.head
+
+        def single(params: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
+            return functional_call(head, params, (obs,))
+
+        self._forward = vmap(single, in_dims=(0, 0))
+
+    # -- parameters -----------------------------------------------------------------------------
+    def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
+        """Parameters of the points (elementwise, so each point's values never depend on the batch)."""
+        c = torch.from_numpy(np.asarray(coords, np.float32))
+        out = {}
+        for n in self.names:
+            shape = (c.shape[0],) + (1,) * self.base[n].dim()
+            t = self.base[n].unsqueeze(0).repeat(shape[0], *([1] * self.base[n].dim()))
+            for j, d in enumerate(self.basis):
+                t = t + c[:, j].reshape(shape) * d[n].unsqueeze(0)
+            out[Agent.functional_name(n)] = t
+        return out
+
+    def _env_pool(self, n: int) -> list[gym.Env]:
+        while len(self.envs) < n:
+            self.envs.append(self.agent.env.make())
+        return self.envs[:n]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+    # -- public -----------------------------------------------------------------------------------
+    def evaluate(self, coords: np.ndarray, budget: Budget) -> BlockResult:
+        """Evaluate every row of ``coords`` (K, n_dirs) under ``budget``."""
+        coords = np.atleast_2d(np.asarray(coords, np.float64))
+        if budget.episodes is not None:
+            return self._evaluate_episodes(coords, budget.episodes)
+        return self._evaluate_steps(coords, int(budget.steps))
+
+    def _evaluate_episodes(self, coords: np.ndarray, episodes: int) -> BlockResult:
+        K = coords.shape[0]
+        res = _empty(K, episodes)
+        e_block = min(episodes, self.max_envs)
+        k_block = max(1, self.max_envs // e_block)
+        for k0 in range(0, K, k_block):
+            ks = np.arange(k0, min(K, k0 + k_block))
+            for e0 in range(0, episodes, e_block):
+                es = np.arange(e0, min(episodes, e0 + e_block))
+                part = self._rectangle(coords[ks], es)
+                _store(res, part, ks, es)
+        return res
+
+    def _evaluate_steps(self, coords: np.ndarray, steps: int) -> BlockResult:
+        """Episodes 0, 1, 2, … until a point has ≥ ``steps`` steps, finishing the one in progress.
+
+        Unfinished points run in lock-step rounds of 4, 8, 16, … episodes (capped at
+        ``max_envs``): a fixed schedule, so no array shape depends on which points share a chunk.
+        Episodes that the sequential rule would not have started are dropped.
+        """
+        K = coords.shape[0]
+        done_steps = np.zeros(K, np.int64)
+        parts: list[tuple[np.ndarray, np.ndarray, BlockResult]] = []
+        e_next, n_ep, total_env_steps = 0, 4, 0
+        pending = np.arange(K)
+        while pending.size:
+            n_ep = min(n_ep, self.max_envs)
+            es = np.arange(e_next, e_next + n_ep)
+            group = max(1, self.max_envs // n_ep)
+            for g0 in range(0, pending.size, group):
+                ks = pending[g0 : g0 + group]
+                part = self._rectangle(coords[ks], es)
+                total_env_steps += part.env_steps
+                # sequential rule: keep episode e iff the steps before it are < budget
+                before = done_steps[ks][:, None] + np.concatenate(
+                    [np.zeros((ks.size, 1), np.int64), np.cumsum(part.lengths, axis=1)[:, :-1]], axis=1)
+                keep = before < steps
+                for arr in (part.returns, part.discounted_returns, part.value_sums, part.td_sq_sums):
+                    arr[~keep] = np.nan
+                part.lengths[~keep] = 0
+                parts.append((ks, es, part))
+                done_steps[ks] += part.lengths.sum(axis=1)
+            e_next += n_ep
+            n_ep *= 2
+            pending = pending[done_steps[pending] < steps]
+        res = _empty(K, e_next)
+        for ks, es, part in parts:
+            _store(res, part, ks, es)
+        used = np.where(np.any(res.lengths > 0, axis=0))[0]
+        n_used = int(used.max()) + 1 if used.size else 0
+        return BlockResult(res.returns[:, :n_used], res.lengths[:, :n_used], res.discounted_returns[:, :n_used],
+                           res.value_sums[:, :n_used], res.td_sq_sums[:, :n_used], total_env_steps)
+
+    @torch.inference_mode()
+    def _rectangle(self, coords: np.ndarray, episode_ids: np.ndarray) -> BlockResult:
+        """Run ``len(coords)`` points × ``len(episode_ids)`` episodes to completion."""
+        agent = self.agent
+        Kw, Ew = coords.shape[0], len(episode_ids)
+        n = Kw * Ew
+        params = self._stacked(coords)
+        envs = self._env_pool(n)
+        seeds = [reset_seed(self.seed, e) for e in episode_ids]
+        obs = np.stack([envs[i].reset(seed=seeds[i % Ew])[0] for i in range(n)])
+        noise = _NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.width and not self.deterministic else None
+        gamma = agent.gamma
+        live = np.ones(n, bool)
+        ret = np.zeros(n)
+        disc = np.zeros(n)
+        length = np.zeros(n, np.int64)
+        critic = agent.has_value
+        vsum = np.zeros(n)
+        tdsum = np.zeros(n)
+        pending = np.zeros(n, bool)  # a transition whose TD error waits for V(s')
+        prev_r = np.zeros(n)
+        prev_v = np.zeros(n)
+        prev_term = np.zeros(n, bool)
+        t, env_steps = 0, 0
+        obs_shape = obs.shape[1:]
+        while True:
+            x = torch.from_numpy(np.asarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
+            out = self._forward(params, x)
+            if critic:
+                v = out["value"].reshape(n).double().numpy()
+                if pending.any():
+                    delta = prev_r + gamma * np.where(prev_term, 0.0, v) - prev_v
+                    tdsum[pending] += np.square(delta[pending])
+                    pending[:] = False
+            if not live.any():
+                break
+            actions = select_actions(agent, out, None if noise is None else noise.at(t), self.deterministic)
+            actions = actions.reshape(n, *actions.shape[2:])
+            idx = np.flatnonzero(live)
+            for i in idx:
+                o, r, term, trunc, _ = envs[i].step(actions[i])
+                obs[i] = o
+                r = float(r)
+                ret[i] += r
+                disc[i] += gamma**t * r
+                length[i] += 1
+                prev_r[i] = r
+                prev_term[i] = term
+                if term or trunc:
+                    live[i] = False
+            env_steps += idx.size
+            if critic:
+                vsum[idx] += v[idx]
+                prev_v[idx] = v[idx]
+                pending[idx] = True
+            t += 1
+        nan = np.full(n, np.nan)
+        return BlockResult(ret.reshape(Kw, Ew), length.reshape(Kw, Ew), disc.reshape(Kw, Ew),
+                           (vsum if critic else nan).reshape(Kw, Ew), (tdsum if critic else nan).reshape(Kw, Ew), env_steps)
+
+
+def _empty(K: int, E: int) -> BlockResult:
+    nan = np.full((K, E), np.nan)
+    return BlockResult(nan.copy(), np.zeros((K, E), np.int64), nan.copy(), nan.copy(), nan.copy(), 0)
+
+
+def _store(res: BlockResult, part: BlockResult, ks: np.ndarray, es: np.ndarray) -> None:
+    ix = np.ix_(ks, es)
+    res.returns[ix] = part.returns
+    res.lengths[ix] = part.lengths
+    res.discounted_returns[ix] = part.discounted_returns
+    res.value_sums[ix] = part.value_sums
+    res.td_sq_sums[ix] = part.td_sq_sums
+    res.env_steps += part.env_steps

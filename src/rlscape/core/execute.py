@@ -1,0 +1,133 @@
+"""Spread the points of an experiment over worker processes (or run them here).
+
+The population is cut into chunks of whole points; each worker process builds one
+:class:`PopulationEvaluator` when it starts (agent and directions are sent once, not per task)
+and then evaluates chunks with no inter-process traffic per env step. Chunks come back as they
+finish and are handed to ``on_chunk`` (the run directory stores them). The executor is a plain
+``concurrent.futures`` executor, so a Dask ``Client.get_executor()`` can take its place later.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import pickle
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlscape.core.errors import RlscapeError
+from rlscape.core.evaluate import BlockResult, Budget, PopulationEvaluator
+from rlscape.core.params import NamedArrays
+from rlscape.core.policy import Agent
+from rlscape.core.store import cpu_count
+
+log = logging.getLogger(__name__)
+
+_WORKER: PopulationEvaluator | None = None
+
+
+def _init_worker(payload: bytes | tuple[Any, ...]) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    agent, base, basis, kwargs = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    _WORKER = PopulationEvaluator(agent, base, basis, **kwargs)
+
+
+def _context() -> Any:
+    """``fork`` on Linux: workers start in milliseconds, scripts need no ``__main__`` guard, and
+    adapter functions need not be picklable. Elsewhere ``spawn`` (fork is unsafe on macOS)."""
+    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def _run_chunk(points: np.ndarray, coords: np.ndarray, budget: Budget) -> tuple[np.ndarray, BlockResult, float]:
+    assert _WORKER is not None
+    t0 = time.perf_counter()
+    return points, _WORKER.evaluate(coords, budget), time.perf_counter() - t0
+
+
+def chunk_points(todo: np.ndarray, points_per_rectangle: int, workers: int) -> list[np.ndarray]:
+    """Cut ``todo`` into chunks: at most one rectangle each, and ≥ 4 chunks per worker when possible."""
+    if todo.size == 0:
+        return []
+    size = max(1, min(points_per_rectangle, math.ceil(todo.size / (4 * workers))))
+    return [todo[i : i + size] for i in range(0, todo.size, size)]
+
+
+def evaluate_points(
+    agent: Agent,
+    base: NamedArrays,
+    basis: Sequence[NamedArrays],
+    coords: np.ndarray,
+    todo: np.ndarray,
+    budget: Budget,
+    *,
+    seed: int,
+    deterministic: bool,
+    workers: int | None = None,
+    max_envs: int = 512,
+    on_chunk: Callable[[np.ndarray, BlockResult], None],
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Evaluate ``coords[todo]`` and call ``on_chunk(points, result)`` as each chunk finishes.
+
+    ``coords`` is ``(N, n_dirs)``; ``todo`` the flat indices still to compute. Returns the number
+    of env steps taken. ``workers`` defaults to all cores; 1 runs in this process.
+    """
+    workers = cpu_count() if workers is None else int(workers)
+    if workers < 1:
+        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    per_rect = max(1, max_envs // (budget.episodes or 1)) if budget.episodes else max_envs
+    chunks = chunk_points(np.asarray(todo, np.int64), per_rect, workers)
+    workers = max(1, min(workers, len(chunks)))
+    kwargs = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs}
+    total_steps = 0
+    if not chunks:
+        return 0
+    if workers == 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the same arithmetic as in worker processes: results never depend on --workers
+        evaluator = PopulationEvaluator(agent, base, basis, **kwargs)
+        try:
+            for pts in chunks:
+                res = evaluator.evaluate(coords[pts], budget)
+                total_steps += res.env_steps
+                on_chunk(pts, res)
+                if progress:
+                    progress(len(pts), res.env_steps)
+        finally:
+            evaluator.close()
+            torch.set_num_threads(threads)
+        return total_steps
+
+    ctx = _context()
+    payload: bytes | tuple[Any, ...] = (agent, base, basis, kwargs)
+    if ctx.get_start_method() != "fork":
+        try:
+            payload = pickle.dumps(payload)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise RlscapeError(
+                f"the agent cannot be sent to worker processes ({exc}); use workers=1, or define the adapter functions at module level"
+            ) from None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
+        futures: set[Future[Any]] = {pool.submit(_run_chunk, pts, coords[pts], budget) for pts in chunks}
+        try:
+            while futures:
+                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    pts, res, _ = fut.result()  # a worker's exception surfaces here, never silently
+                    total_steps += res.env_steps
+                    on_chunk(pts, res)
+                    if progress:
+                        progress(len(pts), res.env_steps)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return total_steps

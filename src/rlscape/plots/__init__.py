@@ -1,0 +1,17 @@
+"""Plotting layer of rlscape: static (matplotlib) and interactive (plotly) figures.
+
+Reads stored results only (``DIR/results.zarr``); never recomputes anything.
+"""
+
+from .interactive import plot_line_html, plot_plane_html
+from .render import open_results, render_run
+from .static import plot_line, plot_plane
+
+__all__ = [
+    "render_run",
+    "open_results",
+    "plot_plane",
+    "plot_line",
+    "plot_plane_html",
+    "plot_line_html",
+]

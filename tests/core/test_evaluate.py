@@ -1,0 +1,136 @@
+"""The batched evaluator against the truth: every reward counted, SB3's own evaluator, CRN."""
+
+import numpy as np
+import pytest
+import torch
+
+from rlscape.core.directions import random_direction
+from rlscape.core.evaluate import Budget, PopulationEvaluator
+from rlscape.core.execute import evaluate_points
+from rlscape.core.policy import load_checkpoint
+
+
+def _plane_coords(g: int = 3, m: float = 0.6) -> np.ndarray:
+    a = np.linspace(-m, m, g)
+    return np.stack([x.ravel() for x in np.meshgrid(a, a, indexing="ij")], axis=1)
+
+
+def _evaluator(agent, seed=0, deterministic=False, max_envs=512):
+    theta = agent.parameters("actor")
+    dirs = [random_direction(theta, seed, i).values for i in range(2)]
+    return PopulationEvaluator(agent, theta, dirs, seed=seed, deterministic=deterministic, max_envs=max_envs)
+
+
+def test_cartpole_every_reward_counts(cartpole_ppo):
+    agent = load_checkpoint(cartpole_ppo)
+    res = _evaluator(agent).evaluate(_plane_coords(), Budget(episodes=6))
+    assert res.returns.shape == (9, 6)
+    # CartPole pays +1 on every step including the terminal one: return == length everywhere
+    np.testing.assert_array_equal(res.returns, res.lengths)
+    assert res.env_steps == res.lengths.sum()
+
+
+def test_results_do_not_depend_on_batching(cartpole_ppo):
+    agent = load_checkpoint(cartpole_ppo)
+    coords = _plane_coords()
+    a = _evaluator(agent, max_envs=512).evaluate(coords, Budget(episodes=5))
+    b = _evaluator(agent, max_envs=3).evaluate(coords, Budget(episodes=5))  # rectangles of 1 point × 3 episodes
+    c = _evaluator(agent).evaluate(coords[::-1], Budget(episodes=5))
+    np.testing.assert_array_equal(a.returns, b.returns)
+    np.testing.assert_array_equal(a.returns, c.returns[::-1])
+    # critic values: equal to float rounding when the rectangle's shape changes
+    np.testing.assert_allclose(a.value_sums, b.value_sums, rtol=1e-6)
+
+
+def test_common_random_numbers(cartpole_ppo):
+    """Episode e is the same experiment at every point: a point repeated anywhere gives the same row."""
+    agent = load_checkpoint(cartpole_ppo)
+    coords = np.array([[0.3, -0.2], [0.0, 0.0], [0.3, -0.2]])
+    res = _evaluator(agent).evaluate(coords, Budget(episodes=8))
+    np.testing.assert_array_equal(res.returns[0], res.returns[2])
+    assert len(np.unique(res.returns[1])) > 1  # episodes differ from each other
+
+
+def test_steps_budget_finishes_the_episode_in_progress(cartpole_ppo):
+    agent = load_checkpoint(cartpole_ppo)
+    res = _evaluator(agent).evaluate(_plane_coords(3, 1.0), Budget(steps=700))
+    for row in res.lengths:
+        ran = row[row > 0]
+        assert ran.sum() >= 700 and ran[:-1].sum() < 700
+    # the same episodes as an episodes budget would run: a prefix of episode ids
+    k = 4
+    n = int((res.lengths[k] > 0).sum())
+    ref = _evaluator(agent).evaluate(_plane_coords(3, 1.0)[k : k + 1], Budget(episodes=n))
+    np.testing.assert_array_equal(ref.returns[0], res.returns[k, :n])
+
+
+def test_workers_do_not_change_results(cartpole_ppo):
+    agent = load_checkpoint(cartpole_ppo)
+    theta = agent.parameters("actor")
+    dirs = [random_direction(theta, 0, i).values for i in range(2)]
+    coords = _plane_coords(5)
+    out = {}
+    for workers in (1, 2):
+        got = np.full((len(coords), 4), np.nan)
+
+        def on_chunk(pts, res, got=got):
+            got[pts] = res.returns
+
+        evaluate_points(agent, theta, dirs, coords, np.arange(len(coords)), Budget(episodes=4), seed=3,
+                        deterministic=False, workers=workers, max_envs=8, on_chunk=on_chunk)
+        out[workers] = got
+    assert not np.isnan(out[1]).any()
+    np.testing.assert_array_equal(out[1], out[2])
+
+
+def _agree(ours: np.ndarray, theirs: np.ndarray) -> None:
+    se = np.sqrt(ours.var(ddof=1) / ours.size + theirs.var(ddof=1) / theirs.size)
+    assert abs(ours.mean() - theirs.mean()) <= 4 * se + 1e-9, (ours.mean(), theirs.mean(), se)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_centre_agrees_with_sb3_evaluate_policy(cartpole_ppo, deterministic):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    agent = load_checkpoint(cartpole_ppo)
+    ours = _evaluator(agent, seed=11, deterministic=deterministic).evaluate(np.zeros((1, 2)), Budget(episodes=150)).returns[0]
+    model = PPO.load(cartpole_ppo / "model.zip", device="cpu")
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=123)
+    torch.manual_seed(0)
+    theirs, _ = evaluate_policy(model, env, n_eval_episodes=150, deterministic=deterministic, return_episode_rewards=True)
+    _agree(ours, np.asarray(theirs, float))
+    assert ours.std() > 0  # the comparison is not between constants
+
+
+def test_continuous_actions_agree_with_sb3(untrained):
+    """Gaussian policy with clipping to the Box, on Pendulum."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    path = untrained("ppo", "Pendulum-v1")
+    agent = load_checkpoint(path, "Pendulum-v1")
+    ours = _evaluator(agent, seed=5).evaluate(np.zeros((1, 2)), Budget(episodes=60)).returns[0]
+    model = PPO.load(path, device="cpu")
+    torch.manual_seed(0)
+    theirs, _ = evaluate_policy(model, make_vec_env("Pendulum-v1", n_envs=4, seed=9), n_eval_episodes=60,
+                                deterministic=False, return_episode_rewards=True)
+    _agree(ours, np.asarray(theirs, float))
+
+
+def test_model_is_never_modified(cartpole_ppo):
+    agent = load_checkpoint(cartpole_ppo)
+    before = {n: p.detach().clone() for n, p in agent.head.named_parameters()}
+    _evaluator(agent).evaluate(_plane_coords(3, 5.0), Budget(episodes=2))
+    for n, p in agent.head.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
+def test_critic_statistics_only_where_there_is_a_critic(cartpole_ppo, untrained):
+    ppo = _evaluator(load_checkpoint(cartpole_ppo)).evaluate(np.zeros((1, 2)), Budget(episodes=3))
+    assert np.isfinite(ppo.value_sums).all() and (ppo.td_sq_sums > 0).all()
+    sac = load_checkpoint(untrained("sac", "Pendulum-v1"), "Pendulum-v1")
+    res = _evaluator(sac).evaluate(np.zeros((1, 2)), Budget(episodes=2))
+    assert np.isnan(res.value_sums).all()
