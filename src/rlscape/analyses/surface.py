@@ -148,6 +148,10 @@ def run_surface(
 
     ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints).
     """
+    if workers is not None and workers < 1:
+        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    if max_envs < 1:
+        raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
     if agent is None:
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)

@@ -35,9 +35,22 @@ _WORKER: PopulationEvaluator | None = None
 
 def _init_worker(payload: bytes | tuple[Any, ...]) -> None:
     global _WORKER
+    _die_with_parent()
     torch.set_num_threads(1)
     agent, base, basis, kwargs = pickle.loads(payload) if isinstance(payload, bytes) else payload
     _WORKER = PopulationEvaluator(agent, base, basis, **kwargs)
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the parent dies, even by SIGKILL (no stray processes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:  # pragma: no cover - exotic libc
+            pass
 
 
 def _context() -> Any:

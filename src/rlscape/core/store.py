@@ -48,6 +48,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -87,7 +97,8 @@ class RunDir:
         old = run.read_spec()
         if old is not None and not overwrite:
             if old != spec:
-                changed = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
+                a, b = _flatten(old), _flatten(spec)
+                changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 raise RlscapeError(
                     f"{path} holds a different run (differs in: {', '.join(changed)}); "
                     "choose another --out, or pass --overwrite to replace it"
