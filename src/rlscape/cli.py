@@ -55,10 +55,9 @@ def _pair(text: str, what: str, cast: type = float) -> tuple[Any, Any]:
 
 
 def _eval(episodes: int | None, steps: int | None, seed: int, deterministic: bool) -> Any:
-    from rlscape.core.spec import EvalSpec, validated
+    from rlscape.core.spec import EvalSpec
 
-    return validated(EvalSpec, episodes=episodes if episodes is not None or steps is not None else 20,
-                     steps=steps, seed=seed, deterministic=deterministic)
+    return EvalSpec.from_budget(episodes, steps, seed, deterministic)
 
 
 def _finish(ds: Any, out: Path, plot: bool) -> None:
@@ -74,8 +73,7 @@ def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] 
         files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats)
     except ValueError as exc:
         raise RlscapeError(str(exc)) from None
-    for f in files:
-        typer.echo(f"figure: {f}")
+    typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
 
 
 @app.command()

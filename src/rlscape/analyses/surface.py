@@ -22,7 +22,7 @@ from rlscape.core.execute import evaluate_points
 from rlscape.core.params import check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
-from rlscape.core.store import DIRECTIONS, RunDir, cpu_count, merge_chunks, package_versions
+from rlscape.core.store import DIRECTIONS, ChunkData, RunDir, cpu_count, merge_chunks, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,6 @@ def run_surface(
     else:
         chunks = []
 
-    from rlscape.core.store import ChunkData
-
     done = np.zeros(len(coords), bool)
     for c in chunks:
         done[c.points] = True
@@ -264,11 +262,6 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
 # -- notebook API ----------------------------------------------------------------------------------
 
-def _eval_spec(episodes: int | None, steps: int | None, seed: int, deterministic: bool) -> EvalSpec:
-    return validated(EvalSpec, episodes=None if steps is not None and episodes == 20 else episodes, steps=steps,
-                     seed=seed, deterministic=deterministic)  # type: ignore[return-value]
-
-
 def plane(
     agent: Agent | str | Path,
     *,
@@ -276,7 +269,7 @@ def plane(
     dir2: str = "random",
     grid: int | tuple[int, int] = 21,
     magnitude: float | tuple[float, float] = 1.0,
-    episodes: int | None = 20,
+    episodes: int | None = None,
     steps: int | None = None,
     seed: int = 0,
     deterministic: bool = False,
@@ -298,7 +291,7 @@ def plane(
     loaded = agent if isinstance(agent, Agent) else None
     spec = validated(SurfaceSpec, kind="plane", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
                      env_id=env_id, grid=g, ranges=tuple((-float(x), float(x)) for x in m), directions=(dir1, dir2),
-                     normalization=normalization, params=params, evaluation=_eval_spec(episodes, steps, seed, deterministic))
+                     normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic))
     return run_surface(spec, out, agent=loaded, overwrite=overwrite, workers=workers, progress=progress)  # type: ignore[arg-type]
 
 
@@ -308,7 +301,7 @@ def line(
     direction: str = "random",
     points: int = 21,
     range: tuple[float, float] | None = None,  # noqa: A002 - mirrors the CLI flag
-    episodes: int | None = 20,
+    episodes: int | None = None,
     steps: int | None = None,
     seed: int = 0,
     deterministic: bool = False,
@@ -329,5 +322,5 @@ def line(
     rng = range if range is not None else ((0.0, 1.0) if _is_checkpoint(direction) else (-1.0, 1.0))
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
                      env_id=env_id, grid=(points,), ranges=(tuple(map(float, rng)),), directions=(direction,),
-                     normalization=normalization, params=params, evaluation=_eval_spec(episodes, steps, seed, deterministic))
+                     normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic))
     return run_surface(spec, out, agent=loaded, overwrite=overwrite, workers=workers, progress=progress)  # type: ignore[arg-type]

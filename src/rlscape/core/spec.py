@@ -21,6 +21,13 @@ class EvalSpec(BaseModel):
     seed: int = 0
     deterministic: bool = False
 
+    @classmethod
+    def from_budget(cls, episodes: int | None, steps: int | None, seed: int = 0, deterministic: bool = False) -> EvalSpec:
+        """The evaluation spec for user flags: 20 episodes when neither budget is given."""
+        if episodes is None and steps is None:
+            episodes = 20
+        return validated(cls, episodes=episodes, steps=steps, seed=seed, deterministic=deterministic)  # type: ignore[return-value]
+
     @model_validator(mode="after")
     def _budget(self) -> EvalSpec:
         if self.steps is not None and self.episodes is not None:

@@ -150,7 +150,7 @@ def plot_plane_html(ds: xr.Dataset, out_dir: str | Path, variable: str = "return
     out.mkdir(parents=True, exist_ok=True)
     path = out / "surface.html"
     fig.write_html(path, include_plotlyjs=True, full_html=True)
-    logger.info("wrote %s", path)
+    logger.debug("wrote %s", path)
     return path
 
 
@@ -242,5 +242,5 @@ def plot_line_html(ds: xr.Dataset, out_dir: str | Path, variable: str = "return_
     out.mkdir(parents=True, exist_ok=True)
     path = out / "line.html"
     fig.write_html(path, include_plotlyjs=True, full_html=True)
-    logger.info("wrote %s", path)
+    logger.debug("wrote %s", path)
     return path

@@ -429,7 +429,7 @@ def _save(fig: Figure, out_dir: Path, stem: str, formats: Iterable[str]) -> list
         for fmt in formats:
             path = out_dir / f"{stem}.{fmt}"
             fig.savefig(path, dpi=DPI, bbox_inches="tight")
-            logger.info("wrote %s", path)
+            logger.debug("wrote %s", path)
             paths.append(path)
     finally:
         plt.close(fig)

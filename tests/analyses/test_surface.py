@@ -1,0 +1,50 @@
+"""Surfaces from Python: the notebook API, grids, and Datasets of unfinished runs."""
+
+import numpy as np
+import pytest
+
+import rlscape
+from rlscape.analyses.surface import axes, build_dataset, grid_coords
+from rlscape.core.spec import EvalSpec, SurfaceSpec
+from rlscape.core.store import ChunkData, merge_chunks
+
+
+def test_notebook_plane_and_line_in_memory(cartpole_ppo):
+    agent = rlscape.load_checkpoint(cartpole_ppo)
+    ds = rlscape.plane(agent, grid=3, magnitude=0.5, episodes=3, workers=1, progress=False)
+    assert dict(ds.sizes) == {"alpha": 3, "beta": 3, "episode": 3}
+    assert ds.attrs["dir1_label"].startswith("dir1: random Gaussian, filter-normalised")
+    line = rlscape.line(cartpole_ppo, points=3, steps=600, workers=1, progress=False)  # a path works too
+    assert line.attrs["steps"] == 600 and (line.lengths.sum("episode") >= 600).all()
+    assert int(line.n_episodes.max()) == line.sizes["episode"]
+
+
+def test_load_reads_a_stored_run(cartpole_ppo, tmp_path):
+    ds = rlscape.plane(cartpole_ppo, grid=1, episodes=2, workers=1, out=tmp_path / "run", progress=False)
+    loaded = rlscape.load(tmp_path / "run")
+    np.testing.assert_array_equal(loaded.returns.values, ds.returns.values)
+    with pytest.raises(rlscape.RlscapeError, match="no results"):
+        rlscape.load(tmp_path)
+
+
+def test_axes_put_theta0_exactly_at_the_centre():
+    spec = SurfaceSpec(kind="plane", checkpoint="x", grid=(7, 5), ranges=((-0.3, 0.3), (-1.1, 1.1)),
+                       directions=("random", "random"))
+    a, b = axes(spec)
+    assert a[3] == 0.0 and b[2] == 0.0 and a[0] == -0.3 and b[-1] == 1.1
+    coords = grid_coords([a, b])
+    assert coords.shape == (35, 2) and tuple(coords[1 * 5 + 2]) == (a[1], 0.0)  # ij order
+
+
+def test_unfinished_points_are_nan_never_a_sentinel():
+    spec = SurfaceSpec(kind="plane", checkpoint="x", grid=(3, 3), ranges=((-1, 1), (-1, 1)),
+                       directions=("random", "random"), evaluation=EvalSpec(episodes=2))
+    returns = np.array([[-5.0, 0.0], [-7.0, -1.0]])  # negative and zero returns are real values
+    chunk = ChunkData(np.array([0, 4]), returns, np.array([[3, 1], [2, 2]]), returns.copy(),
+                      np.full((2, 2), np.nan), np.full((2, 2), np.nan))
+    merged = merge_chunks([chunk], 9)
+    ds = build_dataset(spec, axes(spec), merged, {"gamma": 0.99, "has_critic": 0, "kind": "plane"})
+    mean = ds.return_mean.values.ravel()
+    assert mean[0] == -2.5 and mean[4] == -4.0
+    assert np.isnan(np.delete(mean, [0, 4])).all()
+    assert int(ds.n_episodes.values.ravel()[1]) == 0 and "value_mean" not in ds
