@@ -145,13 +145,7 @@ def plot_plane_html(ds: xr.Dataset, out_dir: str | Path, variable: str = "return
     Path
         ``out_dir / "surface.html"`` (self-contained, works offline).
     """
-    fig = plane_html_figure(ds, variable)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "surface.html"
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
-    logger.debug("wrote %s", path)
-    return path
+    return _write_html(plane_html_figure(ds, variable), out_dir, "surface.html")
 
 
 def line_html_figure(ds: xr.Dataset, variable: str = "return_mean") -> go.Figure:
@@ -237,10 +231,14 @@ def plot_line_html(ds: xr.Dataset, out_dir: str | Path, variable: str = "return_
     Path
         ``out_dir / "line.html"`` (self-contained, works offline).
     """
-    fig = line_html_figure(ds, variable)
+    return _write_html(line_html_figure(ds, variable), out_dir, "line.html")
+
+
+def _write_html(fig: go.Figure, out_dir: str | Path, name: str) -> Path:
+    """Write ``fig`` as a self-contained page (plotly.js embedded: works offline)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "line.html"
+    path = out / name
     fig.write_html(path, include_plotlyjs=True, full_html=True)
     logger.debug("wrote %s", path)
     return path
