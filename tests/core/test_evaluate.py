@@ -134,3 +134,28 @@ def test_critic_statistics_only_where_there_is_a_critic(cartpole_ppo, untrained)
     sac = load_checkpoint(untrained("sac", "Pendulum-v1"), "Pendulum-v1")
     res = _evaluator(sac).evaluate(np.zeros((1, 2)), Budget(episodes=2))
     assert np.isnan(res.value_sums).all()
+
+
+@pytest.mark.parametrize(
+    "algo, env_id, deterministic",
+    [("sac", "Pendulum-v1", False), ("td3", "Pendulum-v1", True), ("dqn", "CartPole-v1", False), ("a2c", "CartPole-v1", False)],
+)
+def test_other_action_heads_agree_with_sb3(untrained, algo, env_id, deterministic):
+    """Squashed Gaussian (SAC), tanh (TD3), ε-greedy (DQN), categorical (A2C) against SB3's evaluator."""
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    path = untrained(algo, env_id)
+    agent = load_checkpoint(path, env_id)
+    if algo == "dqn":
+        agent.exploration_rate = 0.3  # make ε-greedy matter; SB3's model gets the same ε below
+    n = 30
+    ours = _evaluator(agent, seed=2, deterministic=deterministic).evaluate(np.zeros((1, 2)), Budget(episodes=n)).returns[0]
+    model = getattr(sb3, algo.upper()).load(path, device="cpu")
+    model.exploration_rate = agent.exploration_rate
+    torch.manual_seed(0)
+    np.random.seed(0)
+    theirs, _ = evaluate_policy(model, make_vec_env(env_id, n_envs=4, seed=17), n_eval_episodes=n,
+                                deterministic=deterministic, return_episode_rewards=True)
+    _agree(ours, np.asarray(theirs, float))

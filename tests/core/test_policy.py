@@ -153,3 +153,22 @@ def test_observation_normalisation_is_the_checkpoints_own(tmp_path):
     np.testing.assert_array_equal(agent.env.obs_norm.mean, np.float32([0.5, -0.2, 0.3]))
     with open(tmp_path / "ckpt" / "vecnormalize.pkl", "rb") as fh:
         assert pickle.load(fh).obs_rms.mean.tolist() == [0.5, -0.2, 0.3]
+
+
+def test_atari_evaluation_scores_whole_games_with_raw_rewards():
+    from stable_baselines3.common.atari_wrappers import ClipRewardEnv, EpisodicLifeEnv
+
+    from rlscape.core.envs import EnvSpec
+
+    env = EnvSpec("BreakoutNoFrameskip-v4", atari=True, frame_stack=4, channel_first=True).make()
+    chain = []
+    while hasattr(env, "env"):
+        chain.append(type(env))
+        env = env.env
+    assert EpisodicLifeEnv not in chain and ClipRewardEnv not in chain
+
+
+def test_box2d_env(untrained):
+    agent = load_checkpoint(untrained("ppo", "LunarLander-v3"), "LunarLander-v3")
+    res = _run(agent, np.array([[0.0, 0.0], [0.5, -0.5]]), episodes=2)
+    assert (res.lengths > 0).all() and np.isfinite(res.returns).all()
