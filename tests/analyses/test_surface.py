@@ -48,3 +48,21 @@ def test_unfinished_points_are_nan_never_a_sentinel():
     assert mean[0] == -2.5 and mean[4] == -4.0
     assert np.isnan(np.delete(mean, [0, 4])).all()
     assert int(ds.n_episodes.values.ravel()[1]) == 0 and "value_mean" not in ds
+
+
+def test_directions_given_in_memory(cartpole_ppo, tmp_path):
+    agent = rlscape.load_checkpoint(cartpole_ppo)
+    theta = agent.parameters("actor")
+    d1 = rlscape.random_direction(theta, seed=0, index=0)
+    d2 = {n: np.zeros_like(v) for n, v in theta.items()}  # a plain mapping works too
+    d2["action_net.weight"] = np.ones_like(theta["action_net.weight"])
+    d1.meta["label"] = "my direction"
+    ds = rlscape.plane(agent, dir1=d1, dir2=d2, grid=3, episodes=2, workers=1, out=tmp_path / "p", progress=False)
+    assert ds.attrs["dir1_label"] == "dir1: my direction"
+    assert np.isclose(ds.attrs["dir2_norm"], np.sqrt(theta["action_net.weight"].size))
+    # the same random direction by name gives the same numbers
+    ref = rlscape.plane(agent, grid=3, episodes=2, workers=1, dir2=d2, progress=False)
+    np.testing.assert_array_equal(ref.returns.values, ds.returns.values)
+    bad = dict(d2, **{"action_net.weight": np.ones((3, 3), np.float32)})
+    with pytest.raises(rlscape.RlscapeError, match="shape"):
+        rlscape.line(agent, direction=bad, points=3, episodes=1, workers=1, progress=False)

@@ -7,8 +7,10 @@ the same analysis for a notebook, with a loaded :class:`~rlscape.core.policy.Age
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from rlscape.core.directions import Direction, cosine, difference, load_directio
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, BlockResult, Budget
 from rlscape.core.execute import evaluate_points
-from rlscape.core.params import check_finite
+from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
 from rlscape.core.store import DIRECTIONS, ChunkData, RunDir, cpu_count, merge_chunks, package_versions
@@ -36,11 +38,22 @@ def _is_checkpoint(source: str) -> bool:
     return (p.is_dir() and any(p.glob("*.zip"))) or (p.is_file() and p.suffix == ".zip")
 
 
-def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarray]) -> tuple[list[Direction], bool]:
-    """The spec's directions, and whether the run interpolates θ1→θ2 (a line toward a checkpoint)."""
+def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarray],
+                    given: Sequence[Direction | None] = ()) -> tuple[list[Direction], bool]:
+    """The spec's directions, and whether the run interpolates θ1→θ2 (a line toward a checkpoint).
+
+    ``given[i]`` supplies direction i when the spec names it ``given:<hash>`` (notebook use).
+    """
     out, interpolate = [], False
     for i, source in enumerate(spec.directions):
-        if source == "random":
+        if source.startswith(_GIVEN):
+            d = given[i] if i < len(given) else None
+            if d is None or _fingerprint(d) != source:
+                raise RlscapeError(f"direction {i + 1} was given in memory; pass the same Direction object again")
+            check_compatible(theta0, d.values, f"direction {i + 1}")
+            check_finite(d.values, f"direction {i + 1}")
+            out.append(Direction({n: np.asarray(d.values[n], np.float32) for n in theta0}, dict(d.meta)))
+        elif source == "random":
             out.append(random_direction(theta0, spec.evaluation.seed, i, spec.normalization, spec.bias))
         elif _is_checkpoint(source):
             if spec.kind != "line":
@@ -57,6 +70,29 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
         else:
             raise RlscapeError(f"direction {source!r} is neither 'random' nor an existing .npz or checkpoint; give one of those")
     return out, interpolate
+
+
+_GIVEN = "given:"
+
+
+def _fingerprint(d: Direction) -> str:
+    """``given:<sha1>`` of a direction's names, shapes and values: its identity in a spec."""
+    h = hashlib.sha1()
+    for n in sorted(d.values):
+        v = np.ascontiguousarray(d.values[n], np.float32)
+        h.update(n.encode())
+        h.update(str(v.shape).encode())
+        h.update(v.tobytes())
+    return _GIVEN + h.hexdigest()
+
+
+def as_direction(d: Direction | Mapping[str, Any] | str) -> Direction | str:
+    """Accept a :class:`Direction`, a mapping name → array (raw scale), or a spec string."""
+    if isinstance(d, str | Path):
+        return str(d)
+    if isinstance(d, Direction):
+        return d
+    return Direction({n: np.asarray(v, np.float32) for n, v in d.items()}, {"kind": "given", "scale": "raw"})
 
 
 # -- points ----------------------------------------------------------------------------------------
@@ -139,6 +175,7 @@ def run_surface(
     out: str | Path | None = None,
     *,
     agent: Agent | None = None,
+    directions: Sequence[Direction | None] = (),
     overwrite: bool = False,
     workers: int | None = None,
     max_envs: int = 512,
@@ -146,7 +183,8 @@ def run_surface(
 ) -> xr.Dataset:
     """Evaluate ``spec`` and return its Dataset; with ``out``, store (and resume) a run directory.
 
-    ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints).
+    ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints);
+    ``directions`` supplies the in-memory directions that the spec names ``given:<hash>``.
     """
     if workers is not None and workers < 1:
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
@@ -157,7 +195,7 @@ def run_surface(
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
     theta0 = agent.parameters(spec.params)
     check_finite(theta0, "the policy")
-    dirs, interpolate = make_directions(spec, agent, theta0)
+    dirs, interpolate = make_directions(spec, agent, theta0, directions)
     ax = axes(spec)
     coords = grid_coords(ax)
     names = [f"dir{i + 1}" for i in range(len(dirs))]
@@ -265,8 +303,8 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 def plane(
     agent: Agent | str | Path,
     *,
-    dir1: str = "random",
-    dir2: str = "random",
+    dir1: Direction | Mapping[str, Any] | str = "random",
+    dir2: Direction | Mapping[str, Any] | str = "random",
     grid: int | tuple[int, int] = 21,
     magnitude: float | tuple[float, float] = 1.0,
     episodes: int | None = None,
@@ -284,21 +322,32 @@ def plane(
     """Mean return on the plane θ0 + α·d1 + β·d2 around an agent (or a checkpoint path).
 
     Returns a Dataset with dims ``alpha`` (g1), ``beta`` (g2), ``episode`` (E). Directions are
-    ``"random"`` (seeded Gaussian, normalised) or a path to a direction ``.npz``.
+    ``"random"`` (seeded Gaussian, normalised), a path to a direction ``.npz``, or a
+    :class:`~rlscape.core.directions.Direction` / mapping name → array, used as given.
     """
+    d1, d2 = as_direction(dir1), as_direction(dir2)
     g = (grid, grid) if isinstance(grid, int) else tuple(grid)
     m = (magnitude, magnitude) if isinstance(magnitude, int | float) else tuple(magnitude)
     loaded = agent if isinstance(agent, Agent) else None
     spec = validated(SurfaceSpec, kind="plane", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
-                     env_id=env_id, grid=g, ranges=tuple((-float(x), float(x)) for x in m), directions=(dir1, dir2),
+                     env_id=env_id, grid=g, ranges=tuple((-float(x), float(x)) for x in m), directions=_names(d1, d2),
                      normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic))
-    return run_surface(spec, out, agent=loaded, overwrite=overwrite, workers=workers, progress=progress)  # type: ignore[arg-type]
+    return run_surface(spec, out, agent=loaded, directions=_objects(d1, d2), overwrite=overwrite,  # type: ignore[arg-type]
+                       workers=workers, progress=progress)
+
+
+def _names(*dirs: Direction | str) -> tuple[str, ...]:
+    return tuple(d if isinstance(d, str) else _fingerprint(d) for d in dirs)
+
+
+def _objects(*dirs: Direction | str) -> list[Direction | None]:
+    return [None if isinstance(d, str) else d for d in dirs]
 
 
 def line(
     agent: Agent | str | Path,
     *,
-    direction: str = "random",
+    direction: Direction | Mapping[str, Any] | str = "random",
     points: int = 21,
     range: tuple[float, float] | None = None,  # noqa: A002 - mirrors the CLI flag
     episodes: int | None = None,
@@ -316,11 +365,14 @@ def line(
     """Mean return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 when ``direction`` is a checkpoint.
 
     Returns a Dataset with dims ``alpha`` (points) and ``episode``. ``range`` defaults to
-    (−1, 1) for a direction and (0, 1) for an interpolation.
+    (−1, 1) for a direction and (0, 1) for an interpolation. ``direction`` may also be a
+    :class:`~rlscape.core.directions.Direction` or a mapping name → array, used as given.
     """
+    d = as_direction(direction)
     loaded = agent if isinstance(agent, Agent) else None
-    rng = range if range is not None else ((0.0, 1.0) if _is_checkpoint(direction) else (-1.0, 1.0))
+    rng = range if range is not None else ((0.0, 1.0) if isinstance(d, str) and _is_checkpoint(d) else (-1.0, 1.0))
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
-                     env_id=env_id, grid=(points,), ranges=(tuple(map(float, rng)),), directions=(direction,),
+                     env_id=env_id, grid=(points,), ranges=(tuple(map(float, rng)),), directions=_names(d),
                      normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic))
-    return run_surface(spec, out, agent=loaded, overwrite=overwrite, workers=workers, progress=progress)  # type: ignore[arg-type]
+    return run_surface(spec, out, agent=loaded, directions=_objects(d), overwrite=overwrite,  # type: ignore[arg-type]
+                       workers=workers, progress=progress)

@@ -43,7 +43,9 @@ class Direction:
         return norm(self.values)
 
     def label(self) -> str:
-        """Short human description for plot axes."""
+        """Short human description for plot axes (``meta["label"]`` wins when set)."""
+        if self.meta.get("label"):
+            return str(self.meta["label"])
         kind = self.meta.get("kind", "direction")
         if kind == "random":
             normed = {"filter": "filter-normalised", "layer": "layer-normalised", "none": "unnormalised"}[
