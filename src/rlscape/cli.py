@@ -36,7 +36,7 @@ Norm = Annotated[str, typer.Option("--normalization", help="filter|layer|none no
 Bias = Annotated[str, typer.Option("--bias", help="ignore|normalize: 1-D tensors (biases, log_std) in random directions.")]
 Params = Annotated[str, typer.Option("--params", help="Which parameters move: actor|all|critic.")]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")]
-MaxEnvs = Annotated[int, typer.Option("--max-envs", help="Envs stepped at once per worker (memory bound).")]
+MaxEnvs = Annotated[int | None, typer.Option("--max-envs", help="Envs stepped at once per worker (memory bound); default 512, MuJoCo 64, Atari 32.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished or different run in --out.")]
 PlotOpt = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the figures when done.")]
 
@@ -95,7 +95,7 @@ def plane(
     bias: Bias = "ignore",
     params: Params = "actor",
     workers: Workers = None,
-    max_envs: MaxEnvs = 512,
+    max_envs: MaxEnvs = None,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
 ) -> None:
@@ -131,7 +131,7 @@ def line(
     bias: Bias = "ignore",
     params: Params = "actor",
     workers: Workers = None,
-    max_envs: MaxEnvs = 512,
+    max_envs: MaxEnvs = None,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
 ) -> None:
@@ -208,13 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("matplotlib", "PIL", "numcodecs", "zarr", "asyncio", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except RlscapeError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished chunks are saved; rerun the same command to resume", err=True)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # click's own usage errors
         import click
 
@@ -222,8 +221,17 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+            _interrupted()
         raise
+    if code == 130:  # typer returns (rather than raises) an abort when not in standalone mode
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _interrupted() -> None:
+    typer.echo("interrupted: finished chunks are saved; rerun the same command to resume", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

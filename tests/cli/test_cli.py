@@ -128,6 +128,25 @@ def test_killed_run_resumes_to_identical_results(cartpole_ppo, tmp_path, capsys)
     xr.testing.assert_identical(xr.open_zarr(ref / "results.zarr").load(), xr.open_zarr(out / "results.zarr").load())
 
 
+def test_ctrl_c_stops_promptly_and_the_run_resumes(cartpole_ppo, tmp_path, capsys):
+    out = tmp_path / "interrupted"
+    args = ["plane", cartpole_ppo, "--out", out, "--grid", "7", "--episodes", "6", "--max-envs", "6", "--workers", "2", "--no-plot"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "rlscape.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "chunks").glob("points-*[0-9].npz")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "rerun the same command to resume" in err
+    assert time.time() - t0 < 15
+    assert run_cli(args, capsys)[0] == 0
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
 # -- bad input: one line, exit code 2, no traceback, nothing lost ------------------------------------
 
 def _nan_checkpoint(tmp_path: Path, cartpole_ppo: Path) -> Path:

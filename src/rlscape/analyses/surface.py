@@ -178,7 +178,7 @@ def run_surface(
     directions: Sequence[Direction | None] = (),
     overwrite: bool = False,
     workers: int | None = None,
-    max_envs: int = 512,
+    max_envs: int | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
     """Evaluate ``spec`` and return its Dataset; with ``out``, store (and resume) a run directory.
@@ -188,11 +188,12 @@ def run_surface(
     """
     if workers is not None and workers < 1:
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
-    if max_envs < 1:
+    if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
     if agent is None:
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
+    max_envs = max_envs or agent.env.default_max_envs()
     theta0 = agent.parameters(spec.params)
     check_finite(theta0, "the policy")
     dirs, interpolate = make_directions(spec, agent, theta0, directions)

@@ -137,6 +137,17 @@ class EnvSpec:
             env = _ChannelFirst(env)
         return env
 
+    def default_max_envs(self) -> int:
+        """Envs per worker rectangle: many for cheap envs (the forward pass is shared), few where
+        the simulator dominates and each env is costly to create (MuJoCo, Atari)."""
+        if self.atari:
+            return 32
+        try:
+            entry = str(gym.spec(self.env_id).entry_point)
+        except Exception:  # noqa: BLE001 - custom ids are checked when the env is made
+            entry = ""
+        return 64 if "mujoco" in entry else 512
+
     def describe(self) -> dict[str, Any]:
         return {
             "env_id": self.env_id,

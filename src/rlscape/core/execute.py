@@ -13,6 +13,7 @@ import logging
 import math
 import multiprocessing as mp
 import pickle
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ _WORKER: PopulationEvaluator | None = None
 def _init_worker(payload: bytes | tuple[Any, ...]) -> None:
     global _WORKER
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
     agent, base, basis, kwargs = pickle.loads(payload) if isinstance(payload, bytes) else payload
     _WORKER = PopulationEvaluator(agent, base, basis, **kwargs)
@@ -45,7 +47,6 @@ def _die_with_parent() -> None:
     """Linux: end this worker when the parent dies, even by SIGKILL (no stray processes)."""
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -128,19 +129,23 @@ def evaluate_points(
             raise RlscapeError(
                 f"the agent cannot be sent to worker processes ({exc}); use workers=1, or define the adapter functions at module level"
             ) from None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,))
+    try:
         futures: set[Future[Any]] = {pool.submit(_run_chunk, pts, coords[pts], budget) for pts in chunks}
-        try:
-            while futures:
-                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    pts, res, _ = fut.result()  # a worker's exception surfaces here, never silently
-                    total_steps += res.env_steps
-                    on_chunk(pts, res)
-                    if progress:
-                        progress(len(pts), res.env_steps)
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+        while futures:
+            finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                pts, res, _ = fut.result()  # a worker's exception surfaces here, never silently
+                total_steps += res.env_steps
+                on_chunk(pts, res)
+                if progress:
+                    progress(len(pts), res.env_steps)
+    except BaseException:
+        # Ctrl-C or a failed chunk: stop now rather than after the chunks in flight
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            proc.terminate()
+        raise
+    pool.shutdown(wait=True)
     return total_steps
