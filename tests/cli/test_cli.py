@@ -246,3 +246,12 @@ def test_errors_from_a_real_process_have_no_traceback(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.strip().startswith("error:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_first_attempt_does_not_block_the_corrected_command(cartpole_ppo, tmp_path, capsys):
+    bare = _bare(tmp_path, cartpole_ppo)
+    out = tmp_path / "o"
+    assert run_cli(["plane", bare, "--out", out, *SMALL], capsys)[0] == 2  # forgot --env
+    assert not (out / "spec.json").exists()
+    code, _, err = run_cli(["plane", bare, "--env", "CartPole-v1", "--out", out, *SMALL], capsys)
+    assert code == 0, err

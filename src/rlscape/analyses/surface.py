@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from rlscape.core.directions import Direction, cosine, difference, load_direction, random_direction
+from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, difference, load_direction, random_direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, BlockResult, Budget
 from rlscape.core.execute import evaluate_points
@@ -190,13 +190,14 @@ def run_surface(
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
-    run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
     if agent is None:
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
     max_envs = max_envs or agent.env.default_max_envs()
     theta0 = agent.parameters(spec.params)
     check_finite(theta0, "the policy")
     dirs, interpolate = make_directions(spec, agent, theta0, directions)
+    # only now, with every input checked, does the run directory get touched
+    run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
     ax = axes(spec)
     coords = grid_coords(ax)
     names = [f"dir{i + 1}" for i in range(len(dirs))]
@@ -231,7 +232,7 @@ def run_surface(
             d.save(path)
         run.update_run(
             status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
-            seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, 0xD1, index]) (index 0 = dir1, 1 = dir2)",
+            seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, index]) (index 0 = dir1, 1 = dir2)",
                    "env_reset": f"SeedSequence([{spec.evaluation.seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
                    "action_noise": f"PCG64(SeedSequence([{spec.evaluation.seed}, {NOISE_STREAM:#x}, episode]))"},
             parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

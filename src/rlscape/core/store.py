@@ -95,7 +95,9 @@ class RunDir:
             raise RlscapeError(f"--out {path} is a file; give a folder path")
         run = cls(path)
         old = run.read_spec()
-        if old is not None and not overwrite:
+        if old is not None and not overwrite and old != spec and run.status() != "complete" and not run.read_chunks():
+            log.info("%s holds an unstarted run of another spec; replacing it (nothing was computed)", path)
+        elif old is not None and not overwrite:
             if old != spec:
                 a, b = _flatten(old), _flatten(spec)
                 changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
