@@ -172,3 +172,35 @@ def test_box2d_env(untrained):
     agent = load_checkpoint(untrained("ppo", "LunarLander-v3"), "LunarLander-v3")
     res = _run(agent, np.array([[0.0, 0.0], [0.5, -0.5]]), episodes=2)
     assert (res.lengths > 0).all() and np.isfinite(res.returns).all()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_gsde_checkpoints_evaluate_their_mean_action(tmp_path, algo):
+    import stable_baselines3 as sb3
+
+    getattr(sb3, algo.upper())("MlpPolicy", "Pendulum-v1", use_sde=True, seed=0, device="cpu").save(tmp_path / "m.zip")
+    agent = load_checkpoint(tmp_path / "m.zip", "Pendulum-v1")
+    res = _run(agent, np.array([[0.0, 0.0], [0.5, 0.5]]), episodes=2, deterministic=True)
+    assert np.isfinite(res.returns).all()
+    with pytest.raises(RlscapeError, match="--deterministic"):
+        _run(agent, np.zeros((1, 2)), deterministic=False)
+
+
+def test_model_whose_saved_spaces_do_not_unpickle(tmp_path, untrained):
+    """Like RL-Zoo models saved with the old `gym`: the env's spaces are used instead."""
+    import json
+    import zipfile
+
+    src = untrained("ppo", "CartPole-v1")
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp_path / "old.zip", "w") as zout:
+        for item in zin.infolist():
+            buf = zin.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(buf)
+                for key in ("observation_space", "action_space"):
+                    data[key][":serialized:"] = "gASVAAAAAAAAAACMA2d5bZSMBXNwYWNlc5STlC4="  # unpicklable
+                buf = json.dumps(data).encode()
+            zout.writestr(item, buf)
+    agent = load_checkpoint(tmp_path / "old.zip", "CartPole-v1")
+    res = _run(agent, np.zeros((1, 2)), episodes=2)
+    np.testing.assert_array_equal(res.returns, res.lengths)

@@ -192,6 +192,7 @@ def run_surface(
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     if agent is None:
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
+    agent.check_sampling(spec.evaluation.deterministic)
     max_envs = max_envs or agent.env.default_max_envs()
     theta0 = agent.parameters(spec.params)
     check_finite(theta0, "the policy")

@@ -143,6 +143,7 @@ class PopulationEvaluator:
 
     def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays], *, seed: int,
                  deterministic: bool, max_envs: int = 512) -> None:
+        agent.check_sampling(deterministic)
         self.agent = agent
         self.names = list(base)
         self.base = {n: torch.from_numpy(np.ascontiguousarray(base[n])) for n in self.names}

@@ -60,7 +60,10 @@ class _ActorCriticHead(nn.Module):
         out = p.action_net(p.mlp_extractor.forward_actor(pi_f))
         value = p.value_net(p.mlp_extractor.forward_critic(vf_f)).squeeze(-1)
         if self.gaussian:
-            return {"mean": out, "log_std": p.log_std.expand_as(out), "value": value}
+            # gSDE policies are evaluated deterministically only (Agent.check_sampling); their
+            # log_std is a (latent, action) matrix, so a placeholder keeps the output shapes fixed
+            log_std = torch.zeros_like(out) if p.use_sde else p.log_std.expand_as(out)
+            return {"mean": out, "log_std": log_std, "value": value}
         return {"logits": out, "value": value}
 
 
@@ -71,7 +74,7 @@ class _SACHead(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         mean, log_std, _ = self.p.actor.get_action_dist_params(obs)
-        return {"mean": mean, "log_std": log_std}
+        return {"mean": mean, "log_std": torch.zeros_like(mean) if self.p.actor.use_sde else log_std}
 
 
 class _TD3Head(nn.Module):
@@ -138,7 +141,16 @@ class Agent:
     source: str = ""
     has_value: bool = False
     exploration_rate: float = 0.0
+    gsde: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+
+    def check_sampling(self, deterministic: bool) -> None:
+        """Refuse what the evaluator cannot sample exactly (gSDE exploration noise)."""
+        if self.gsde and not deterministic:
+            raise RlscapeError(
+                "this checkpoint explores with gSDE (use_sde=True), whose state-dependent noise rlscape does not "
+                "sample yet; pass --deterministic to evaluate its mean action"
+            )
 
     # -- parameters -------------------------------------------------------------------------------
     def parameter_names(self) -> list[str]:
@@ -296,22 +308,32 @@ def load_checkpoint(
     kwargs = dict(meta.get("env_kwargs", {}) if env_id == meta.get("env_id") else {})
     kwargs.update(env_kwargs or {})
 
-    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0, "exploration_schedule": lambda _: 0.0}
+    custom: dict[str, Any] = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0,
+                              "exploration_schedule": lambda _: 0.0}
+    atari = bool(meta.get("atari", is_atari(env_id)))
     try:
         model = _algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
-    except Exception as exc:  # noqa: BLE001 - SB3 raises many types for a bad file
-        raise RlscapeError(f"cannot load {zip_path} as {algo.upper()} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check --algo and the file") from None
+    except Exception as first:  # noqa: BLE001 - SB3 raises many types for a bad file
+        # Models saved with the old `gym` (e.g. from the RL Zoo) may hold spaces that no longer
+        # unpickle: take them from the env the model is evaluated in, and try once more.
+        try:
+            probe = EnvSpec(env_id, kwargs, atari=atari, frame_stack=int(meta.get("frame_stack", 4 if atari else 1)),
+                            channel_first=atari).make()
+            custom.update(observation_space=probe.observation_space, action_space=probe.action_space)
+            probe.close()
+            model = _algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
+            log.warning("%s: its saved spaces could not be read; using those of %s", zip_path.name, env_id)
+        except Exception:  # noqa: BLE001 - report the original failure
+            msg = str(first).splitlines()[0] if str(first) else ""
+            raise RlscapeError(f"cannot load {zip_path} as {algo.upper()} ({type(first).__name__}: {msg}); check --algo and the file") from None
     policy = model.policy
     policy.set_training_mode(False)
-    if getattr(model, "use_sde", False):
-        raise RlscapeError("checkpoints trained with gSDE (use_sde=True) are not supported yet")
 
     vn_path = Path(vecnormalize) if vecnormalize else folder / "vecnormalize.pkl"
     if vecnormalize and not vn_path.is_file():
         raise RlscapeError(f"--vecnormalize {vn_path} does not exist; give the vecnormalize.pkl saved with the model")
     obs_norm = _load_obs_norm(vn_path) if vn_path.is_file() else None
 
-    atari = bool(meta.get("atari", is_atari(env_id)))
     obs_space = policy.observation_space
     channel_first, stack = False, int(meta.get("frame_stack", 1))
     if atari and isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 3:
@@ -339,7 +361,7 @@ def load_checkpoint(
     agent = Agent(
         head, kind, obs_space, policy.action_space, spec, gamma=float(model.gamma), algo=algo,
         source=str(zip_path.resolve()), has_value=has_value,
-        exploration_rate=float(getattr(model, "exploration_rate", 0.0) or 0.0),
+        exploration_rate=float(getattr(model, "exploration_rate", 0.0) or 0.0), gsde=bool(getattr(model, "use_sde", False)),
         info={"num_timesteps": int(getattr(model, "num_timesteps", 0))},
     )
     check_finite(agent.parameters("all" if has_value else "actor"), f"checkpoint {zip_path.name}")
