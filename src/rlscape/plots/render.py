@@ -107,5 +107,5 @@ def render_run(
         paths = plot_line(ds, out, variable=variable, log_scale=log_scale, formats=formats)
         if html:
             paths.append(plot_line_html(ds, out, variable=variable))
-    logger.info("rendered %d file(s) for %s run into %s", len(paths), kind, out)
+    logger.debug("rendered %d file(s) for %s run into %s", len(paths), kind, out)
     return paths
