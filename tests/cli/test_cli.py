@@ -255,3 +255,20 @@ def test_a_failed_first_attempt_does_not_block_the_corrected_command(cartpole_pp
     assert not (out / "spec.json").exists()
     code, _, err = run_cli(["plane", bare, "--env", "CartPole-v1", "--out", out, *SMALL], capsys)
     assert code == 0, err
+
+
+def test_bare_zip_with_vecnormalize_flag(tmp_path, capsys):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=0))
+    PPO("MlpPolicy", venv, seed=0, device="cpu").save(tmp_path / "zoo-ppo.zip")
+    venv.save(tmp_path / "stats.pkl")
+    out = tmp_path / "o"
+    args = ["plane", tmp_path / "zoo-ppo.zip", "--env", "Pendulum-v1", "--out", out, *SMALL]
+    code, _, err = run_cli([*args, "--vecnormalize", tmp_path / "stats.pkl"], capsys)
+    assert code == 0, err
+    assert "VecNormalize(frozen, obs only)" in json.loads((out / "run.json").read_text())["env"]["wrappers"]
+    code, _, err = run_cli([*args[:-len(SMALL)], "--vecnormalize", tmp_path / "nope.pkl", *SMALL, "--overwrite"], capsys)
+    assert code == 2 and "--vecnormalize" in err
