@@ -286,7 +286,7 @@ def test_all_nan_raises(tmp_path):
     ds["return_mean"][:] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         render_run(ds, tmp_path)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="all NaN"):
         plot_line(ds, tmp_path)
     assert not list(tmp_path.iterdir())
 

@@ -6,11 +6,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 from .interactive import plot_line_html, plot_plane_html
-from .static import plot_line, plot_plane
+from .static import check_run, plot_line, plot_plane
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +86,7 @@ def render_run(
             f"unknown run kind {kind!r} in ds.attrs['kind']; the results must set it to "
             f"one of {_KINDS}"
         )
-    if variable not in ds.data_vars:
-        raise ValueError(
-            f"variable {variable!r} not in the results; pass variable= one of "
-            f"{sorted(map(str, ds.data_vars))}"
-        )
-    values = np.asarray(ds[variable].values, dtype=float)
-    if values.size == 0 or not np.isfinite(values).any():
-        raise ValueError(
-            f"{variable!r} is empty or all NaN (no points computed yet); run or resume "
-            "the evaluation before rendering"
-        )
+    check_run(ds, kind, variable)  # before any file is written
     out = Path(out_dir)
     if kind == "plane":
         paths = plot_plane(ds, out, variable=variable, log_scale=log_scale, formats=formats)

@@ -288,7 +288,7 @@ def check_run(ds: xr.Dataset, kind: str, variable: str) -> None:
     values = np.asarray(ds[variable].values, dtype=float)
     if values.size == 0 or not np.isfinite(values).any():
         raise ValueError(
-            f"{variable!r} has no computed (finite) points; run or resume the "
+            f"{variable!r} has no computed points (empty or all NaN); run or resume the "
             "evaluation before plotting"
         )
 
