@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
 from rlscape.core.params import NamedArrays
+from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
 
 log = logging.getLogger(__name__)
 
