@@ -142,13 +142,14 @@ class PopulationEvaluator:
     """
 
     def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays], *, seed: int,
-                 deterministic: bool, max_envs: int = 512) -> None:
+                 deterministic: bool, max_envs: int | None = None) -> None:
         agent.check_sampling(deterministic)
         self.agent = agent
         self.names = list(base)
         self.base = {n: torch.from_numpy(np.ascontiguousarray(base[n])) for n in self.names}
         self.basis = [{n: torch.from_numpy(np.ascontiguousarray(d[n])) for n in self.names} for d in basis]
-        self.seed, self.deterministic, self.max_envs = int(seed), bool(deterministic), max(1, int(max_envs))
+        self.seed, self.deterministic = int(seed), bool(deterministic)
+        self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
         self.envs: list[gym.Env] = []
         self.width, self.noise_kind = _noise_spec(agent)
         head = agent.head

@@ -85,7 +85,7 @@ def evaluate_points(
     seed: int,
     deterministic: bool,
     workers: int | None = None,
-    max_envs: int = 512,
+    max_envs: int | None = None,
     on_chunk: Callable[[np.ndarray, BlockResult], None],
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
@@ -97,6 +97,7 @@ def evaluate_points(
     workers = cpu_count() if workers is None else int(workers)
     if workers < 1:
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    max_envs = max_envs or agent.env.default_max_envs()
     per_rect = max(1, max_envs // (budget.episodes or 1)) if budget.episodes else max_envs
     chunks = chunk_points(np.asarray(todo, np.int64), per_rect, workers)
     workers = max(1, min(workers, len(chunks)))

@@ -95,7 +95,7 @@ class RunDir:
             raise RlscapeError(f"--out {path} is a file; give a folder path")
         run = cls(path)
         old = run.read_spec()
-        if old is not None and not overwrite and old != spec and run.status() != "complete" and not run.read_chunks():
+        if old is not None and not overwrite and old != spec and run.status() != "complete" and not run.has_chunks():
             log.info("%s holds an unstarted run of another spec; replacing it (nothing was computed)", path)
         elif old is not None and not overwrite:
             if old != spec:
@@ -154,6 +154,10 @@ class RunDir:
         tmp = self.path / CHUNKS / f"{name}.tmp.npz"
         np.savez(tmp, points=np.asarray(points, np.int64), **{k: arrays[k] for k in _CHUNK_FIELDS})
         tmp.replace(self.path / CHUNKS / f"{name}.npz")
+
+    def has_chunks(self) -> bool:
+        """Whether any chunk has finished (without reading them)."""
+        return any(not f.name.endswith(".tmp.npz") for f in (self.path / CHUNKS).glob("points-*.npz"))
 
     def read_chunks(self) -> list[ChunkData]:
         """Every finished chunk (temporary files from a killed run are ignored)."""
