@@ -14,7 +14,7 @@ depend on how the work is split.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -28,12 +28,17 @@ from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED
 log = logging.getLogger(__name__)
 
 _NOISE_BLOCK = 256  # steps of noise drawn at a time per episode; fixed so streams never depend on it
+_STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
 
 
 def reset_seed(seed: int, episode: int) -> int:
     """The env reset seed of episode ``episode`` (the same at every point: common random numbers)."""
     return int(np.random.SeedSequence([int(seed), RESET_STREAM, int(episode)]).generate_state(1)[0])
+
+
+class Cancelled(Exception):
+    """The evaluation was asked to stop (Ctrl-C in the parent process)."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +147,10 @@ class PopulationEvaluator:
     """
 
     def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays], *, seed: int,
-                 deterministic: bool, max_envs: int | None = None) -> None:
+                 deterministic: bool, max_envs: int | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
         agent.check_sampling(deterministic)
+        self.should_stop = should_stop
         self.agent = agent
         self.names = list(base)
         self.base = {n: torch.from_numpy(np.ascontiguousarray(base[n])) for n in self.names}
@@ -279,6 +286,8 @@ class PopulationEvaluator:
                     pending[:] = False
             if not live.any():
                 break
+            if self.should_stop is not None and t % _STOP_EVERY == 0 and self.should_stop():
+                raise Cancelled("evaluation stopped on request")
             actions = select_actions(agent, out, None if noise is None else noise.at(t), self.deterministic)
             actions = actions.reshape(n, *actions.shape[2:])
             idx = np.flatnonzero(live)

@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 _WORKER: PopulationEvaluator | None = None
 
 
-def _init_worker(payload: bytes | tuple[Any, ...]) -> None:
+def _init_worker(payload: bytes | tuple[Any, ...], stop: Any) -> None:
     global _WORKER
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
     agent, base, basis, kwargs = pickle.loads(payload) if isinstance(payload, bytes) else payload
-    _WORKER = PopulationEvaluator(agent, base, basis, **kwargs)
+    _WORKER = PopulationEvaluator(agent, base, basis, should_stop=stop.is_set, **kwargs)
 
 
 def _die_with_parent() -> None:
@@ -64,6 +64,26 @@ def _run_chunk(points: np.ndarray, coords: np.ndarray, budget: Budget) -> tuple[
     assert _WORKER is not None
     t0 = time.perf_counter()
     return points, _WORKER.evaluate(coords, budget), time.perf_counter() - t0
+
+
+def _stop_pool(pool: ProcessPoolExecutor, stop: Any, grace: float = 20.0) -> None:
+    """Ctrl-C or a failed chunk: stop now rather than after the chunks in flight.
+
+    Workers are asked to stop (they abandon their chunk within a few env steps and exit through
+    the pool's own protocol). Killing them outright instead can leave a half-written result in the
+    pool's pipe, and the pool's manager thread then blocks the interpreter's exit for ever; only a
+    worker that ignores the request for ``grace`` seconds is terminated.
+    """
+    stop.set()
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in processes:
+        if proc.is_alive():  # pragma: no cover - a worker stuck inside a simulator call
+            log.warning("worker %s did not stop; terminating it", proc.pid)
+            proc.terminate()
 
 
 def chunk_points(todo: np.ndarray, points_per_rectangle: int, workers: int) -> list[np.ndarray]:
@@ -130,7 +150,8 @@ def evaluate_points(
             raise RlscapeError(
                 f"the agent cannot be sent to worker processes ({exc}); use workers=1, or define the adapter functions at module level"
             ) from None
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,))
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload, stop))
     try:
         futures: set[Future[Any]] = {pool.submit(_run_chunk, pts, coords[pts], budget) for pts in chunks}
         while futures:
@@ -142,11 +163,7 @@ def evaluate_points(
                 if progress:
                     progress(len(pts), res.env_steps)
     except BaseException:
-        # Ctrl-C or a failed chunk: stop now rather than after the chunks in flight
-        processes = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in processes:
-            proc.terminate()
+        _stop_pool(pool, stop)
         raise
     pool.shutdown(wait=True)
     return total_steps
