@@ -37,6 +37,7 @@ Bias = Annotated[str, typer.Option("--bias", help="ignore|normalize: 1-D tensors
 Params = Annotated[str, typer.Option("--params", help="Which parameters move: actor|all|critic.")]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")]
 MaxEnvs = Annotated[int | None, typer.Option("--max-envs", help="Envs stepped at once per worker (memory bound); default 512, MuJoCo 64, Atari 32.")]
+GenericEnvs = Annotated[bool, typer.Option("--generic-envs", help="Step Gymnasium's own envs even where a native batched env exists (same results, slower).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished or different run in --out.")]
 PlotOpt = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the figures when done.")]
 
@@ -96,6 +97,7 @@ def plane(
     params: Params = "actor",
     workers: Workers = None,
     max_envs: MaxEnvs = None,
+    generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
 ) -> None:
@@ -109,7 +111,8 @@ def plane(
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=g,
                      ranges=((-m[0], m[0]), (-m[1], m[1])), directions=(dir1, dir2), normalization=normalization,
                      bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic))
-    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                     generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
 
@@ -132,6 +135,7 @@ def line(
     params: Params = "actor",
     workers: Workers = None,
     max_envs: MaxEnvs = None,
+    generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
 ) -> None:
@@ -147,7 +151,8 @@ def line(
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=(points,),
                      ranges=(rng,), directions=(direction,), normalization=normalization, bias=bias, params=params,
                      evaluation=_eval(episodes, steps, seed, deterministic))
-    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                     generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
 

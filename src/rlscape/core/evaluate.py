@@ -148,7 +148,7 @@ class PopulationEvaluator:
 
     def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays], *, seed: int,
                  deterministic: bool, max_envs: int | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, generic: bool = False) -> None:
         agent.check_sampling(deterministic)
         self.should_stop = should_stop
         self.agent = agent
@@ -157,7 +157,7 @@ class PopulationEvaluator:
         self.basis = [{n: torch.from_numpy(np.ascontiguousarray(d[n])) for n in self.names} for d in basis]
         self.seed, self.deterministic = int(seed), bool(deterministic)
         self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
-        self.envs: list[gym.Env] = []
+        self.venv = agent.env.make_vec(generic=generic)
         self.width, self.noise_kind = _noise_spec(agent)
         head = agent.head
 
@@ -179,15 +179,8 @@ class PopulationEvaluator:
             out[Agent.functional_name(n)] = t
         return out
 
-    def _env_pool(self, n: int) -> list[gym.Env]:
-        while len(self.envs) < n:
-            self.envs.append(self.agent.env.make())
-        return self.envs[:n]
-
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
-        self.envs = []
+        self.venv.close()
 
     # -- public -----------------------------------------------------------------------------------
     def evaluate(self, coords: np.ndarray, budget: Budget) -> BlockResult:
@@ -257,9 +250,8 @@ class PopulationEvaluator:
         Kw, Ew = coords.shape[0], len(episode_ids)
         n = Kw * Ew
         params = self._stacked(coords)
-        envs = self._env_pool(n)
         seeds = [reset_seed(self.seed, e) for e in episode_ids]
-        obs = np.stack([envs[i].reset(seed=seeds[i % Ew])[0] for i in range(n)])
+        obs = self.venv.reset([seeds[i % Ew] for i in range(n)])
         noise = _NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.width and not self.deterministic else None
         gamma = agent.gamma
         live = np.ones(n, bool)
@@ -291,17 +283,14 @@ class PopulationEvaluator:
             actions = select_actions(agent, out, None if noise is None else noise.at(t), self.deterministic)
             actions = actions.reshape(n, *actions.shape[2:])
             idx = np.flatnonzero(live)
-            for i in idx:
-                o, r, term, trunc, _ = envs[i].step(actions[i])
-                obs[i] = o
-                r = float(r)
-                ret[i] += r
-                disc[i] += gamma**t * r
-                length[i] += 1
-                prev_r[i] = r
-                prev_term[i] = term
-                if term or trunc:
-                    live[i] = False
+            o, r, term, trunc = self.venv.step(idx, actions[idx])
+            obs[idx] = o
+            ret[idx] += r
+            disc[idx] += gamma**t * r
+            length[idx] += 1
+            prev_r[idx] = r
+            prev_term[idx] = term
+            live[idx[term | trunc]] = False
             env_steps += idx.size
             if critic:
                 vsum[idx] += v[idx]
