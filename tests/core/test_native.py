@@ -67,7 +67,7 @@ def _compare(env_id: str, kwargs: dict[str, Any], max_steps: int | None, policy:
     assert native.observation_space == refs[0].observation_space
     assert native.action_space == refs[0].action_space
     rng = np.random.default_rng(12345)
-    worst, steps, n_term, n_trunc, lengths = 0.0, 0, 0, 0, []
+    worst, worst_state, steps, n_term, n_trunc, lengths = 0.0, 0.0, 0, 0, 0, []
     for r in range(rounds):
         seeds = [int(s) for s in rng.integers(0, 2**31, n)]
         obs_ref = np.stack([e.reset(seed=s)[0] for e, s in zip(refs, seeds, strict=True)])
@@ -88,6 +88,9 @@ def _compare(env_id: str, kwargs: dict[str, Any], max_steps: int | None, policy:
                 assert (bool(term[j]), bool(trunc[j])) == (te_r, tr_r), f"round {r} env {i} step {length[i]}"
                 worst = max(worst, float(np.max(np.abs(o[j].astype(np.float64) - o_r))), abs(float(rew[j]) - float(r_r)))
                 assert worst <= 1e-6, f"round {r} env {i} step {length[i]}: obs {o[j]} vs {o_r}, reward {rew[j]} vs {r_r}"
+                # the hidden float64 state too (observations are float32 and could hide a drift)
+                state_ref = np.asarray(refs[i].unwrapped.state, dtype=np.float64)
+                worst_state = max(worst_state, float(np.max(np.abs(native._state[:, i] - state_ref))))
             obs[idx] = o
             length[idx] += 1
             steps += idx.size
@@ -95,7 +98,7 @@ def _compare(env_id: str, kwargs: dict[str, Any], max_steps: int | None, policy:
             n_trunc += int(trunc.sum())
             live[idx] = ~(term | trunc)
         lengths.extend(length.tolist())
-    return {"worst": worst, "steps": steps, "terminated": n_term, "truncated": n_trunc, "max_len": max(lengths)}
+    return {"worst": worst, "worst_state": worst_state, "steps": steps, "terminated": n_term, "truncated": n_trunc, "max_len": max(lengths)}
 
 
 CASES = [
@@ -122,7 +125,7 @@ def test_matches_gymnasium(env_id: str, kwargs: dict, max_steps: int | None, pol
     assert (stats["truncated"] > 0) == truncates, stats
     limit = max_steps or gym.spec(env_id).max_episode_steps
     assert stats["max_len"] == limit  # truncation happens exactly at the time limit
-    assert stats["worst"] == 0.0, f"not bit-identical (still within 1e-6): {stats}"
+    assert stats["worst"] == 0.0 and stats["worst_state"] == 0.0, f"not bit-identical (still within 1e-6): {stats}"
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "MountainCarContinuous-v0"])
