@@ -193,3 +193,15 @@ def test_supported_ids_and_limits() -> None:
         make_native("CartPole-v1", max_episode_steps=0)
     with pytest.raises(RlscapeError, match="given twice"):
         make_native("CartPole-v1", {"max_episode_steps": 7}, max_episode_steps=8)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0"])
+def test_empty_step_changes_nothing(env_id: str) -> None:
+    env = make_native(env_id)
+    assert env is not None
+    env.reset([3, 4])
+    before = env._state.copy()
+    shape = (0,) if isinstance(env.action_space, gym.spaces.Discrete) else (0, *env.action_space.shape)
+    obs, rew, term, trunc = env.step(np.array([], np.int64), np.zeros(shape, env.action_space.dtype))
+    assert obs.shape == (0, env.observation_space.shape[0]) and rew.shape == term.shape == trunc.shape == (0,)
+    np.testing.assert_array_equal(env._state, before)
