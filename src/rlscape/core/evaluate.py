@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from rlscape.core.fastmlp import fast_mlp_forward
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
 
@@ -164,7 +165,7 @@ class PopulationEvaluator:
         def single(params: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
             return functional_call(head, params, (obs,))
 
-        self._forward = vmap(single, in_dims=(0, 0))
+        self._forward = fast_mlp_forward(head) or vmap(single, in_dims=(0, 0))
 
     # -- parameters -----------------------------------------------------------------------------
     def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
@@ -251,7 +252,8 @@ class PopulationEvaluator:
         n = Kw * Ew
         params = self._stacked(coords)
         seeds = [reset_seed(self.seed, e) for e in episode_ids]
-        obs = self.venv.reset([seeds[i % Ew] for i in range(n)])
+        # our own C-ordered copy: batched matmuls round by memory layout, and the env keeps its arrays
+        obs = np.array(self.venv.reset([seeds[i % Ew] for i in range(n)]), order="C")
         noise = _NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.width and not self.deterministic else None
         gamma = agent.gamma
         live = np.ones(n, bool)
@@ -267,8 +269,10 @@ class PopulationEvaluator:
         prev_term = np.zeros(n, bool)
         t, env_steps = 0, 0
         obs_shape = obs.shape[1:]
+        space = agent.action_space
+        box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
         while True:
-            x = torch.from_numpy(np.asarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
+            x = torch.from_numpy(np.ascontiguousarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
             out = self._forward(params, x)
             if critic:
                 v = out["value"].reshape(n).double().numpy()
@@ -282,6 +286,8 @@ class PopulationEvaluator:
                 raise Cancelled("evaluation stopped on request")
             actions = select_actions(agent, out, None if noise is None else noise.at(t), self.deterministic)
             actions = actions.reshape(n, *actions.shape[2:])
+            if box_dtype is not None:  # the space's dtype, as SB3's predict gives: the same numbers on every env path
+                actions = actions.astype(box_dtype, copy=False)
             idx = np.flatnonzero(live)
             o, r, term, trunc = self.venv.step(idx, actions[idx])
             obs[idx] = o

@@ -96,6 +96,9 @@ class NativeVecEnv:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.env_id}, num_envs={self.num_envs})"
 
+    def close(self) -> None:
+        """Nothing to release (the state is numpy arrays); part of the batched-env interface."""
+
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         """(Re)start ``len(seeds)`` envs; env ``i`` as ``gym.make(...).reset(seed=seeds[i])``.
 
