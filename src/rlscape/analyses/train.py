@@ -15,6 +15,8 @@ step is ``steps`` rounded up to it. See :mod:`rlscape.core.runs` for the layout.
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import inspect
 import json
 import logging
@@ -73,9 +75,19 @@ class LinearSchedule:
         return f"lin_{self.initial:g}"
 
 
+@functools.cache
+def _table_text() -> str:
+    return resources.files("rlscape").joinpath("data/hyperparams.yaml").read_text()
+
+
+@functools.cache
+def _parsed_table() -> dict[str, Any]:
+    return yaml.load(_table_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def _table() -> dict[str, Any]:
-    text = resources.files("rlscape").joinpath("data/hyperparams.yaml").read_text()
-    return yaml.safe_load(text)
+    """The shipped hyperparameter table (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_parsed_table())
 
 
 def default_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
