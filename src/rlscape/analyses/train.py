@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -449,7 +449,7 @@ def _checkpoint_callback(run_dir: Path, algo: str, save_every: int, replay_buffe
 # -- train / resume ---------------------------------------------------------------------------------
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
