@@ -335,6 +335,8 @@ def test_parse_hyperparams_sources(tmp_path):
         (dict(hyperparams='{"seed": 1}'), "set by rlscape"),
         (dict(hyperparams='{"batch_size": 0}'), "cannot build PPO"),
         (dict(hyperparams='{"policy_kwargs": {"activation_fn": "nn.Nope"}}'), "nn.Nope"),
+        (dict(device="gpu"), "--device must be"),
+        (dict(steps=0), "--steps must be a positive integer"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(args, match, tmp_path):

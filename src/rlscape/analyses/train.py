@@ -492,6 +492,13 @@ def train(
         raise RlscapeError(f"--save-every {save_every} is larger than --steps {steps}; use at most {steps}")
     if n_envs is not None and n_envs < 1:
         raise RlscapeError(f"--n-envs must be at least 1, not {n_envs}")
+    if device != "auto":
+        import torch
+
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise RlscapeError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}") from None
     run_dir = Path(out)
     env_kwargs = dict(env_kwargs or {})
     overrides = parse_hyperparams(hyperparams, env_id)
@@ -589,8 +596,8 @@ def train(
         callback = _checkpoint_callback(run_dir, algo, save_every, replay_buffer, steps, start_step, episodes, wall_before, show)
         try:
             model.learn(steps - start_step, callback=callback, reset_num_timesteps=not checkpoints)
-        except BaseException:
-            train_info.update(status="interrupted")
+        except BaseException as exc:
+            train_info.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             _atomic_write_text(run_dir / TRAIN_FILE, json.dumps(train_info, indent=2))
             raise
         if callback.last_saved != model.num_timesteps:
