@@ -207,6 +207,36 @@ def quickstart(
     typer.echo(f"quickstart done in {time.perf_counter() - t0:.0f} s: agent {agent_dir}, plane {plane_dir}")
 
 
+@app.command()
+def train(
+    env_id: Annotated[str, typer.Argument(help="Gymnasium env id (module:Env-v0 for custom envs; Atari ids get SB3's Atari preprocessing).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Training run directory (checkpoints/, env.json, train.json).")],
+    steps: Annotated[int, typer.Option("--steps", help="Total env steps (on-policy runs end at the next full rollout).")],
+    algo: Annotated[str, typer.Option("--algo", help="ppo|a2c|trpo|sac|td3|ddpg|dqn.")] = "ppo",
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Checkpoint every K steps (default steps/10); step 0 and the last step are always saved.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the model, the envs and the exploration.")] = 0,
+    n_envs: Annotated[int | None, typer.Option("--n-envs", help="Parallel training envs (default: the tuned value).")] = None,
+    hyperparams: Annotated[str | None, typer.Option("--hyperparams", help="Overrides of the tuned defaults: a YAML/JSON file or inline '{\"learning_rate\": 3e-4}'.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (GPU for CNN policies when there is one) | cpu | cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    replay_buffer: Annotated[bool, typer.Option("--replay-buffer/--no-replay-buffer", help="Save the replay buffer with each checkpoint (off-policy).")] = True,
+) -> None:
+    """Train an SB3 agent, saving whole checkpoints (model + optimizer, VecNormalize, replay buffer) as it goes."""
+    from rlscape.analyses.train import train as run_training
+    from rlscape.core.runs import list_checkpoints
+
+    try:
+        run_training(env_id, algo, steps=steps, out=out, save_every=save_every, seed=seed, n_envs=n_envs,
+                     hyperparams=hyperparams, device=device, resume=resume, replay_buffer=replay_buffer)
+    except KeyboardInterrupt:
+        done = list_checkpoints(out)
+        last = f"step {done[-1][0]}" if done else "nothing"
+        typer.echo(f"interrupted: checkpoints up to {last} are saved in {out}; rerun with --resume to continue", err=True)
+        sys.exit(130)
+    done = list_checkpoints(out)
+    typer.echo(f"checkpoints: {out / 'checkpoints'}/  ({len(done)}, steps {done[0][0]} … {done[-1][0]})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, exit code 2, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s" if "-v" in sys.argv else "%(message)s")
