@@ -224,6 +224,7 @@ def curve(
     steps: Steps = None,
     seed: Seed = 0,
     deterministic: Det = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Checkpoints evaluated at once, one per process (default: all cores).")] = None,
     max_envs: MaxEnvs = None,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
@@ -234,7 +235,7 @@ def curve(
 
     spec = validated(CurveSpec, run=str(run), checkpoints=checkpoints.strip() if checkpoints else "all", env_id=env, algo=algo,
                      evaluation=_eval(episodes, steps, seed, deterministic))
-    ds = run_curve(spec, out, overwrite=overwrite, max_envs=max_envs)  # type: ignore[arg-type]
+    ds = run_curve(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
 

@@ -130,7 +130,7 @@ def test_direction_files_per_checkpoint(ppo_run, tmp_path):
 
 def test_curve_equals_the_centre_of_a_plane_at_the_same_seed(ppo_run, tmp_path, monkeypatch):
     spec = CurveSpec(run=str(ppo_run), checkpoints="0,1024", evaluation=EvalSpec(episodes=4, seed=5))
-    curve = run_curve(spec, tmp_path / "curve", progress=False)
+    curve = run_curve(spec, tmp_path / "curve", workers=2, progress=False)  # checkpoints in parallel processes
     assert dict(curve.sizes) == {"step": 2, "episode": 4} and curve.attrs["kind"] == "curve"
     assert curve.return_mean.dims == ("step",) and curve.returns.dims == ("step", "episode")
     np.testing.assert_allclose(curve.return_sem, curve.return_std / 2)
@@ -146,7 +146,7 @@ def test_curve_equals_the_centre_of_a_plane_at_the_same_seed(ppo_run, tmp_path, 
     evaluated = []
     real = overtrain._evaluate_checkpoint
     monkeypatch.setattr(overtrain, "_evaluate_checkpoint", lambda s, folder, m: evaluated.append(folder.name) or real(s, folder, m))
-    again = run_curve(spec, tmp_path / "curve", progress=False)
+    again = run_curve(spec, tmp_path / "curve", workers=1, progress=False)
     assert evaluated == ["0000001024"]
     np.testing.assert_array_equal(again.returns.values, curve.returns.values)
 

@@ -220,6 +220,15 @@ def _curve_file(run: RunDir, step: int) -> Path:
     return run.path / CHUNKS / f"step-{step_name(step)}.npz"
 
 
+def _init_curve_worker() -> None:
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    torch.set_num_threads(1)
+
+
 def _evaluate_checkpoint(spec: CurveSpec, folder: Path, max_envs: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """θ of one checkpoint as a single point: per-episode arrays ``(E,)`` and facts about the agent."""
     ev = spec.evaluation
@@ -243,16 +252,21 @@ def run_curve(
     out: str | Path,
     *,
     overwrite: bool = False,
+    workers: int | None = None,
     max_envs: int | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
     """Evaluate θ of every selected checkpoint; Dataset with dims ``step``, ``episode``.
+
+    ``workers`` processes (default: all cores) evaluate one checkpoint each at a time.
 
     Every checkpoint sees the same episodes (reset seeds and action noise from ``(seed, episode)``),
     so its numbers equal those of θ0 in a plane or line around that checkpoint with the same
     evaluation flags. Each finished checkpoint is saved at once (``OUT/chunks/step-<step>.npz``);
     a rerun skips them.
     """
+    if workers is not None and workers < 1:
+        raise RlscapeError(f"--workers must be at least 1, not {workers}")
     selected = select_checkpoints(spec.run, None if spec.checkpoints == "all" else spec.checkpoints)
     steps = [s for s, _ in selected]
     run = _prepare_parent(out, spec.model_dump(mode="json"), steps, overwrite)
@@ -274,18 +288,38 @@ def run_curve(
     if results:
         log.info("resuming: %d of %d checkpoints already evaluated", len(results), len(selected))
     bar = tqdm(total=len(selected), initial=len(results), unit="ckpt", desc="checkpoints", disable=not progress, dynamic_ncols=True)
+    todo = [(step, folder) for step, folder in selected if step not in results]
+    workers = max(1, min(cpu_count() if workers is None else int(workers), len(todo) or 1))
+
+    def finished(step: int, arrays: dict[str, np.ndarray], facts: dict[str, Any]) -> None:
+        nonlocal env_steps
+        tmp = _curve_file(run, step).with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays, facts=np.array(json.dumps(facts)))
+        tmp.replace(_curve_file(run, step))
+        results[step] = (arrays, facts)
+        env_steps += facts["env_steps"]
+        bar.update(1)
+        bar.set_postfix_str(f"step {step}: mean return {np.nanmean(arrays['returns']):.4g}")
+
     try:
-        for step, folder in selected:
-            if step in results:
-                continue
-            arrays, facts = _evaluate_checkpoint(spec, folder, max_envs)
-            tmp = _curve_file(run, step).with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays, facts=np.array(json.dumps(facts)))
-            tmp.replace(_curve_file(run, step))
-            results[step] = (arrays, facts)
-            env_steps += facts["env_steps"]
-            bar.update(1)
-            bar.set_postfix_str(f"step {step}: mean return {np.nanmean(arrays['returns']):.4g}")
+        if workers == 1:
+            for step, folder in todo:
+                finished(step, *_evaluate_checkpoint(spec, folder, max_envs))
+        else:  # one checkpoint per worker process at a time; each is saved as soon as it is done
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            from rlscape.core.execute import _context
+
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_curve_worker)
+            try:
+                futures = {pool.submit(_evaluate_checkpoint, spec, folder, max_envs): step for step, folder in todo}
+                pending = set(futures)
+                while pending:
+                    done_now, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done_now:
+                        finished(futures[fut], *fut.result())  # a worker's exception surfaces here
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
     ds = curve_dataset(spec, steps, [results[s] for s in steps])
