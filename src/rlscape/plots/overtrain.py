@@ -180,7 +180,8 @@ def plane_frames(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: bo
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
         fig.colorbar(surf, ax=ax, shrink=0.55, pad=0.08, aspect=18)
-        fig.suptitle(f"{run_title(ds, variable)}\n{_step_label(step)}  ({i + 1}/{ds.sizes['step']})", fontsize=9)
+        fig.suptitle(run_title(ds, variable), fontsize=9, y=0.985)
+        fig.text(0.5, 0.925, f"{_step_label(step)}   ({i + 1}/{ds.sizes['step']})", ha="center", fontsize=12, fontweight="bold")
         fig.subplots_adjust(left=0.0, right=0.95, bottom=0.03, top=0.9)
         yield int(step), fig
 
