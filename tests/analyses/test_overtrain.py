@@ -160,3 +160,20 @@ def test_bad_input_is_one_line(ppo_run, tmp_path):
     with pytest.raises(RlscapeError, match="not a training run"):
         run_curve(CurveSpec(run=str(tmp_path)), tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_rerun_after_more_training_computes_only_the_new_checkpoints(ppo_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(ppo_run / "env.json", run / "env.json")
+    for step in ("0000000000", "0000000512"):
+        shutil.copytree(ppo_run / "checkpoints" / step, run / "checkpoints" / step)
+    spec = line_spec(run, points=3, episodes=1)
+    run_surface_over_training(spec, tmp_path / "out", workers=1, progress=False)
+    shutil.copytree(ppo_run / "checkpoints" / "0000001024", run / "checkpoints" / "0000001024")  # training went on
+    calls: list[str] = []
+    monkeypatch.setattr(overtrain, "run_surface", lambda sub, sub_out, **kw: calls.append(sub_out.name) or run_surface(sub, sub_out, **kw))
+    ds = run_surface_over_training(spec, tmp_path / "out", workers=1, progress=False)
+    assert calls == ["0000001024"] and list(ds.step.values) == [0, 512, 1024]
