@@ -40,6 +40,8 @@ MaxEnvs = Annotated[int | None, typer.Option("--max-envs", help="Envs stepped at
 GenericEnvs = Annotated[bool, typer.Option("--generic-envs", help="Step Gymnasium's own envs even where a native batched env exists (same results, slower).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished or different run in --out.")]
 PlotOpt = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the figures when done.")]
+AllCkpts = Annotated[bool, typer.Option("--all-checkpoints", help="CHECKPOINT is a training run: one analysis per checkpoint (dim step).")]
+Ckpts = Annotated[str | None, typer.Option("--checkpoints", help="CHECKPOINT is a training run: only these steps, e.g. 0,10000,20000.")]
 
 
 def _pair(text: str, what: str, cast: type = float) -> tuple[Any, Any]:
@@ -67,11 +69,11 @@ def _finish(ds: Any, out: Path, plot: bool) -> None:
         _plot(out, ds)
 
 
-def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] = ("png", "pdf")) -> None:
+def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] = ("png", "pdf"), gif: bool = True) -> None:
     from rlscape.plots import render_run
 
     try:
-        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats)
+        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats, gif=gif)
     except ValueError as exc:
         raise RlscapeError(str(exc)) from None
     typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
@@ -100,8 +102,14 @@ def plane(
     generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Ckpts = None,
 ) -> None:
-    """Return on the plane θ0 + α·d1 + β·d2 around a checkpoint (dims alpha, beta, episode)."""
+    """Return on the plane θ0 + α·d1 + β·d2 around a checkpoint (dims alpha, beta, episode).
+
+    With a training run and --all-checkpoints/--checkpoints: one plane per checkpoint (dims step,
+    alpha, beta, episode); --dir1/--dir2 may then be a folder of <step>.npz or a template with {step}.
+    """
     from rlscape.analyses.surface import run_surface
     from rlscape.core.spec import SurfaceSpec, validated
 
@@ -111,6 +119,9 @@ def plane(
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=g,
                      ranges=((-m[0], m[0]), (-m[1], m[1])), directions=(dir1, dir2), normalization=normalization,
                      bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic))
+    if _over_training(checkpoint, all_checkpoints, checkpoints):
+        _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
+        return
     ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
                      generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
@@ -138,8 +149,14 @@ def line(
     generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Ckpts = None,
 ) -> None:
-    """Return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 toward a second checkpoint (dims alpha, episode)."""
+    """Return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 toward a second checkpoint (dims alpha, episode).
+
+    With a training run and --all-checkpoints/--checkpoints: one line per checkpoint (dims step,
+    alpha, episode); --direction may then be a folder of <step>.npz or a template with {step}.
+    """
     from rlscape.analyses.surface import _is_checkpoint, run_surface
     from rlscape.core.spec import SurfaceSpec, validated
 
@@ -151,6 +168,9 @@ def line(
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=(points,),
                      ranges=(rng,), directions=(direction,), normalization=normalization, bias=bias, params=params,
                      evaluation=_eval(episodes, steps, seed, deterministic))
+    if _over_training(checkpoint, all_checkpoints, checkpoints):
+        _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
+        return
     ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
                      generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
@@ -161,12 +181,68 @@ def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by rlscape.")],
     log_scale: Annotated[bool, typer.Option("--log-scale", help="Symmetric-log colour/y scale (off unless asked).")] = False,
     formats: Annotated[str, typer.Option("--formats", help="Static formats, comma-separated.")] = "png,pdf",
+    gif: Annotated[bool, typer.Option("--gif", help="Planes over training: also surface.gif (+ surface.mp4 when ffmpeg is installed).")] = False,
 ) -> None:
-    """Draw what RUN_DIR holds: planes as 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands."""
+    """Draw what RUN_DIR holds: planes as 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands.
+
+    Over training: a curve with ±SEM bands; planes as small multiples (and a GIF with --gif);
+    lines as a step × offset heat map and 3-D lines.
+    """
     from rlscape.core.results import load
 
     ds = load(run_dir)
-    _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f))
+    if gif and not ("step" in ds.dims and ds.attrs.get("kind") == "plane"):
+        raise RlscapeError(f"--gif needs planes over training (rlscape plane RUN --all-checkpoints); {run_dir} holds a single {ds.attrs.get('kind')}")
+    _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f), gif=gif)
+
+
+def _over_training(checkpoint: Path, all_checkpoints: bool, checkpoints: str | None) -> bool:
+    """Whether CHECKPOINT is analysed checkpoint by checkpoint; refuses ambiguous input."""
+    from rlscape.core.runs import is_training_run
+
+    if all_checkpoints and checkpoints is not None:
+        raise RlscapeError("give --all-checkpoints or --checkpoints a,b,c, not both")
+    wanted = all_checkpoints or checkpoints is not None
+    if wanted and not is_training_run(checkpoint):
+        raise RlscapeError(f"{checkpoint} is not a training run (no checkpoints/ folder); drop --all-checkpoints/--checkpoints or give a run folder")
+    if not wanted and is_training_run(checkpoint):
+        raise RlscapeError(f"{checkpoint} is a training run; pass --all-checkpoints or --checkpoints a,b,c, or give one checkpoint folder")
+    return wanted
+
+
+def _surface_over_training(spec: Any, out: Path, checkpoints: str | None, overwrite: bool, workers: int | None,
+                           max_envs: int | None, plot: bool, generic_envs: bool = False) -> None:
+    from rlscape.analyses.overtrain import run_surface_over_training
+
+    ds = run_surface_over_training(spec, out, checkpoints=checkpoints, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                                   generic_envs=generic_envs)
+    _finish(ds, out, plot)
+
+
+@app.command()
+def curve(
+    run: Annotated[Path, typer.Argument(help="A training run: DIR/checkpoints/<step>/model.zip (as `rlscape train` writes).")],
+    out: Out,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="Only these steps, e.g. 0,10000 (default: all).")] = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    episodes: Episodes = None,
+    steps: Steps = None,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Checkpoints evaluated at once, one per process (default: all cores).")] = None,
+    max_envs: MaxEnvs = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Training curve: the return of each checkpoint, same episodes for all (dims step, episode), plotted ±SEM."""
+    from rlscape.analyses.overtrain import CurveSpec, run_curve
+    from rlscape.core.spec import validated
+
+    spec = validated(CurveSpec, run=str(run), checkpoints=checkpoints.strip() if checkpoints else "all", env_id=env, algo=algo,
+                     evaluation=_eval(episodes, steps, seed, deterministic))
+    ds = run_curve(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+    _finish(ds, out, plot)
 
 
 @app.command()
