@@ -55,8 +55,10 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def select_checkpoints(run_dir: str | Path, spec: str | None) -> list[tuple[int, Path]]:
     """Checkpoints chosen by ``spec``: ``None`` or ``"all"`` → every one; ``"a,b,c"`` → those steps exactly."""
     available = list_checkpoints(run_dir)
+    if not (Path(run_dir) / CHECKPOINTS).is_dir():
+        raise RlscapeError(f"{run_dir} is not a training run (no {CHECKPOINTS}/ folder); give a folder written by `rlscape train`")
     if not available:
-        raise RlscapeError(f"{run_dir} holds no complete checkpoints; give a run directory written by rlscape train")
+        raise RlscapeError(f"{run_dir} holds no checkpoints (no complete {CHECKPOINTS}/<step>/); train first or give another run")
     if spec is None or spec.strip().lower() in ("", "all"):
         return available
     by_step = dict(available)
