@@ -202,6 +202,65 @@ def quickstart(
     typer.echo(f"quickstart done in {time.perf_counter() - t0:.0f} s: agent {agent_dir}, plane {plane_dir}")
 
 
+# -- step size and cliffs (methods.md §6) ---------------------------------------------------------
+
+@app.command()
+def stepsize(
+    target: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip, or an SB3 .zip) or a training run (DIR/checkpoints/<step>/).")],
+    out: Out,
+    direction: Annotated[str, typer.Option("--direction", "-d", help="random | gradient | PATH to a direction .npz | CHECKPOINT2 (d = θ2 − θ1).")] = "random",
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Keep J(θ+α·d) ≥ J(θ) − tol·|J(θ)|.")] = 0.05,
+    lo: Annotated[float, typer.Option("--lo", help="Smallest step searched.")] = 1e-7,
+    hi: Annotated[float, typer.Option("--hi", help="Largest step searched (α* = hi when J never falls).")] = 1e3,
+    precision: Annotated[float, typer.Option("--precision", help="Stop when the bracket's ratio is ≤ 1 + this.")] = 0.02,
+    ladder: Annotated[int, typer.Option("--ladder", help="Steps evaluated together per round (one batched call).")] = 12,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    env: EnvOpt = None,
+    vecnormalize: VecNorm = None,
+    algo: AlgoOpt = None,
+    episodes: Episodes = None,
+    steps: Steps = None,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    normalization: Norm = "filter",
+    bias: Bias = "ignore",
+    params: Params = "actor",
+    workers: Workers = None,
+    max_envs: MaxEnvs = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Largest step α along a direction that keeps the return within --tolerance (per checkpoint over a run)."""
+    from rlscape.analyses.stepsize import StepSizeSpec, stepsize_over_training
+    from rlscape.analyses.stepsize import stepsize as run_stepsize
+    from rlscape.core.runs import is_training_run
+    from rlscape.core.spec import validated
+
+    over_run = is_training_run(target)
+    if checkpoints is not None and not over_run:
+        raise RlscapeError(f"--checkpoints needs a training run (DIR/checkpoints/<step>/), and {target} is not one")
+    spec = validated(StepSizeSpec, checkpoint=str(target), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
+                     algo=algo, direction=direction, normalization=normalization, bias=bias, params=params,
+                     tolerance=tolerance, lo=lo, hi=hi, rel_precision=precision, ladder=ladder,
+                     evaluation=_eval(episodes, steps, seed, deterministic))
+    if over_run:
+        ds = stepsize_over_training(target, spec, out, checkpoints=checkpoints, overwrite=overwrite,  # type: ignore[arg-type]
+                                    workers=workers, max_envs=max_envs)
+        for s, a, st, j in zip(ds.step.values, ds.alpha_star.values, ds.status.values, ds.j0.values, strict=True):
+            typer.echo(f"step {int(s):>10d}  J(θ) = {j:10.4g}  α* = {a:10.4g}  ({st})")
+    else:
+        ds = run_stepsize(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+        a = ds.attrs
+        typer.echo(f"α* = {a['alpha_star']:.4g} ({a['status']}; bracket [{a['bracket_lo']:.4g}, {a['bracket_hi']:.4g}]), "
+                   f"J(θ) = {a['j0']:.4g}, threshold {a['threshold']:.4g}, {a['n_evaluations']} evaluations in {a['n_rounds']} rounds")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.cliffs import plot_stepsize
+
+        files = plot_stepsize(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, exit code 2, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s" if "-v" in sys.argv else "%(message)s")
