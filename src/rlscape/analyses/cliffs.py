@@ -235,13 +235,21 @@ def one_update(checkpoint: str | Path, algo: str, seed: int, agent: Any = None) 
             model = cls(type(src.policy), venv, gamma=float(src.gamma), policy_kwargs=policy_kwargs, seed=int(seed),
                         device="cpu", verbose=0, **hp)
             model.policy.load_state_dict(src.policy.state_dict(), strict=True)
+            steps_taken = [0]
+            optimizer_step = model.policy.optimizer.step
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                steps_taken[0] += 1
+                return optimizer_step(*args, **kwargs)
+
+            model.policy.optimizer.step = counted  # type: ignore[method-assign]
             model.learn(total_timesteps=hp["n_steps"] * n_envs)
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
         venv.close()
     return Update({n: p.detach().numpy().copy() for n, p in model.policy.named_parameters()},
-                  int(model._n_updates), int(model.num_timesteps))
+                  steps_taken[0], int(model.num_timesteps))
 
 
 def cliff_dive(
