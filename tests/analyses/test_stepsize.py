@@ -86,3 +86,37 @@ def test_nan_counts_as_lost_and_bad_settings_are_refused():
             find_step_size(Curve(1.0, 1.0), None, **kwargs)
     with pytest.raises(RlscapeError, match="finite return"):
         find_step_size(lambda a: np.full(len(a), np.nan), None)
+
+
+# -- with a real agent ------------------------------------------------------------------------------
+
+def test_search_on_an_agent_matches_the_line_evaluator(cartpole_ppo, tmp_path):
+    """Every (α, J) the search records is what `rlscape.line` gives at that α (same seed: same episodes)."""
+    from rlscape.analyses.stepsize import StepSizeSpec, stepsize
+    from rlscape.analyses.surface import line
+    from rlscape.core.spec import EvalSpec
+
+    spec = StepSizeSpec(checkpoint=str(cartpole_ppo), evaluation=EvalSpec(episodes=3, seed=2), rel_precision=0.2, ladder=6)
+    ds = stepsize(spec, tmp_path / "ss", workers=1, progress=False)
+    a = ds.attrs
+    assert a["status"] in ("found", "never_falls", "falls_immediately") and ds.alpha.values[0] == 0.0
+    assert a["n_evaluations"] == ds.sizes["alpha"] and a["threshold"] == pytest.approx(a["j0"] - 0.05 * abs(a["j0"]))
+    kept = ds.return_mean.values >= a["threshold"]
+    if a["status"] == "found":
+        assert a["bracket_hi"] / a["bracket_lo"] <= 1.2
+        assert kept[ds.alpha.values == a["alpha_star"]].all() and not kept[ds.alpha.values == a["bracket_hi"]].any()
+    pick = ds.alpha.values[[1, -1]]
+    ref = line(cartpole_ppo, direction="random", points=2, range=(float(pick[0]), float(pick[1])), episodes=3, seed=2,
+               workers=1, progress=False)
+    np.testing.assert_allclose(ref.return_mean.values, ds.return_mean.sel(alpha=pick).values, rtol=1e-6)
+    # resumable: a rerun of the same spec after a crash re-evaluates nothing (cached), a finished one is refused
+    import json
+
+    run = json.loads((tmp_path / "ss" / "run.json").read_text())
+    assert run["status"] == "complete" and run["n_evaluations"] == a["n_evaluations"] and "torch" in run["versions"]
+    (tmp_path / "ss" / "run.json").write_text(json.dumps({**run, "status": "running"}))
+    again = stepsize(spec, tmp_path / "ss", workers=1, progress=False)
+    np.testing.assert_array_equal(again.returns.values, ds.returns.values)
+    assert json.loads((tmp_path / "ss" / "run.json").read_text())["env_steps_this_session"] == 0  # all from the cache
+    with pytest.raises(RlscapeError, match="already holds"):
+        stepsize(spec, tmp_path / "ss", workers=1, progress=False)
