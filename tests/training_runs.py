@@ -1,7 +1,7 @@
 """Tiny training runs in the layout ``rlscape train`` writes (DIR/env.json, train.json, checkpoints/<step>/).
 
-Built with SB3 directly, so tests of over-training analyses need no training command. Import the
-fixture into a test module: ``from tests.training_runs import tiny_ppo_run  # noqa: F401``.
+Built with SB3 directly, so tests of over-training analyses need no training command. A test module
+wraps :func:`tiny_ppo_run` in a session fixture of its own.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def make_training_run(path: Path, algo: str = "ppo", env_id: str = "CartPole-v1"
     return path
 
 
-@pytest.fixture(scope="session")
 def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """PPO on CartPole-v1, checkpoints at steps 0, 1024, 2048."""
+    """PPO on CartPole-v1, checkpoints at steps 0, 1024, 2048 (built once per session, shared by xdist workers)."""
     return _shared(tmp_path_factory, "tiny_ppo_run", lambda p: make_training_run(p / "run", n_steps=256, batch_size=64,
                                                                                  n_epochs=4)) / "run"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,13 @@ from scipy import stats
 
 from rlscape.analyses.cliffs import change, cliff_dive, dive_dataset, dive_table, label_cliffs, one_update
 from rlscape.core.errors import RlscapeError
-from tests.training_runs import tiny_ppo_run  # noqa: F401 - fixture
+from tests import training_runs
+
+
+@pytest.fixture(scope="session")
+def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return training_runs.tiny_ppo_run(tmp_path_factory)
+
 
 ALPHA = np.round(np.linspace(-1, 1, 11), 12)  # first step: 0.2
 

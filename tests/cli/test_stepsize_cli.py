@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
 from rlscape.cli import main
-from tests.training_runs import tiny_ppo_run  # noqa: F401 - fixture
+from tests import training_runs
+
+
+@pytest.fixture(scope="session")
+def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return training_runs.tiny_ppo_run(tmp_path_factory)
+
 
 FAST = ["--episodes", "2", "--workers", "1", "--precision", "0.5", "--ladder", "4"]
 
@@ -26,7 +33,8 @@ def run_cli(args, capsys):
 
 def test_stepsize_over_a_training_run(tiny_ppo_run, tmp_path, capsys):
     out = tmp_path / "ss"
-    code, stdout, err = run_cli(["stepsize", tiny_ppo_run, "--out", out, "--checkpoints", "0,2048", *FAST], capsys)
+    code, stdout, err = run_cli(["stepsize", tiny_ppo_run, "--out", out, "--checkpoints", "0,2048", "--lo", "0.01", "--hi", "10", *FAST],
+                                capsys)
     assert code == 0, err
     ds = xr.open_zarr(out / "results.zarr")
     assert ds.step.values.tolist() == [0, 2048]
