@@ -115,20 +115,24 @@ def cliffs_figure(line: xr.Dataset, labels: xr.Dataset) -> Figure:
     cliff = np.asarray(labels["cliff"].sel(step=steps).values, bool)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     cmap = plt.get_cmap("Blues")
+    first_non_cliff = True
     for i, s in enumerate(steps):
         y = np.asarray(mean.sel(step=s).values, float)
         color = "C3" if cliff[i] else cmap(0.35 + 0.6 * i / max(1, len(steps) - 1))
-        ax1.plot(alpha, y, "-", color=color, lw=1.8 if cliff[i] else 1.0, zorder=3 if cliff[i] else 2,
-                 label=f"step {s} (cliff)" if cliff[i] else None)
+        label = f"step {s} (cliff)" if cliff[i] else ("non-cliff (darker = later)" if first_non_cliff else None)
+        first_non_cliff = first_non_cliff and bool(cliff[i])
+        ax1.plot(alpha, y, "-", color=color, lw=1.8 if cliff[i] else 1.0, zorder=3 if cliff[i] else 2, label=label)
     ax1.axvline(0, color="0.5", lw=0.8, ls=":")
-    ax1.axvline(float(labels.attrs["first_step"]), color="C3", lw=0.8, ls=":", label="first step")
+    width = float(labels.attrs["first_step"])
+    side = labels.attrs.get("side", "positive")
+    edges = {"positive": [width], "negative": [-width], "both": [-width, width]}[side]
+    for k, edge in enumerate(edges):
+        ax1.axvline(edge, color="C3", lw=0.8, ls=":", label="end of the first step" if k == 0 else None)
     ax1.set_xlabel("offset α along the direction")
     ax1.set_ylabel("mean return")
     ax1.set_title("Return along the line at each checkpoint (cliffs in red)", fontsize=10)
     ax1.grid(True, alpha=0.3)
-    handles = [h for h in ax1.get_legend_handles_labels()[0]]
-    if handles:
-        ax1.legend(fontsize=7, loc="best")
+    ax1.legend(fontsize=7, loc="best")
     j0 = np.asarray(labels["j0"].sel(step=steps).values, float)
     ax2.plot(steps, j0, "-", color="0.5", lw=1)
     ax2.scatter(steps[~cliff], j0[~cliff], color="C0", s=22, label="non-cliff", zorder=3)
