@@ -294,6 +294,13 @@ def stepsize(
     d = dirs[0]
     if d.norm == 0:
         raise RlscapeError("the direction is zero; the step size along it is undefined — choose another --direction")
+    if out is not None:
+        # the cache of evaluations belongs to one spec: never reuse it for another
+        cached = Path(out) / _EVALS
+        if cached.is_file() and (overwrite or RunDir(Path(out)).read_spec() != spec.model_dump(mode="json")):
+            if not overwrite:
+                raise RlscapeError(f"{out} holds a different step-size search; choose another --out, or pass --overwrite to replace it")
+            cached.unlink()
     run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
     if run is not None:
         path = run.path / DIRECTIONS / "dir1.npz"
