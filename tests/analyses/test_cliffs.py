@@ -143,3 +143,15 @@ def test_cliff_dive_on_a_tiny_run(tiny_ppo_run, tmp_path):
     assert (ds.update_norm > 0).all()
     stored = xr.open_zarr(tmp_path / "dive" / "results.zarr")
     np.testing.assert_array_equal(stored.returns_after.values, ds.returns_after.values)
+    # an interrupted dive resumes from its finished checkpoints; another spec never reuses them
+    import json
+
+    run_file = tmp_path / "dive" / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "status": "running"}))
+    again = cliff_dive(tiny_ppo_run, [0, 1024, 2048], [True, False, False], tmp_path / "dive", trials=2, episodes=4,
+                       workers=1, progress=False)
+    np.testing.assert_array_equal(again.change.values, ds.change.values)
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "status": "running"}))
+    with pytest.raises(RlscapeError, match="different cliff dive"):
+        cliff_dive(tiny_ppo_run, [0, 1024, 2048], [True, False, False], tmp_path / "dive", trials=2, episodes=5,
+                   workers=1, progress=False)

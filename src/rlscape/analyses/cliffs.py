@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -292,7 +293,15 @@ def cliff_dive(
     spec = {"kind": "cliff-dive", "run": str(Path(run_dir).resolve()), "steps": [s for s, _ in chosen],
             "cliff": [label[s] for s, _ in chosen], "trials": trials, "episodes": episodes, "seed": seed,
             "deterministic": deterministic, "hyperparams": DIVE_HYPERPARAMS}
-    run = RunDir.prepare(out, json.loads(json.dumps(spec)), overwrite) if out is not None else None
+    spec = json.loads(json.dumps(spec))
+    if out is not None:
+        # finished checkpoints belong to one spec: never reuse them for another
+        done = Path(out) / "steps"
+        if done.is_dir() and any(done.glob("*.npz")) and (overwrite or RunDir(Path(out)).read_spec() != spec):
+            if not overwrite:
+                raise RlscapeError(f"{out} holds a different cliff dive; choose another --out, or pass --overwrite to replace it")
+            shutil.rmtree(done)
+    run = RunDir.prepare(out, spec, overwrite) if out is not None else None
     if run is not None:
         run.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        seeds={"update_rollout": f"SeedSequence([{seed}, {DIVE_STREAM:#x}, step, trial]).generate_state(1)[0] % (2**31-1)"
