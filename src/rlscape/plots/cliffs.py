@@ -136,7 +136,8 @@ def cliffs_figure(line: xr.Dataset, labels: xr.Dataset) -> Figure:
     j0 = np.asarray(labels["j0"].sel(step=steps).values, float)
     ax2.plot(steps, j0, "-", color="0.5", lw=1)
     ax2.scatter(steps[~cliff], j0[~cliff], color="C0", s=22, label="non-cliff", zorder=3)
-    ax2.scatter(steps[cliff], j0[cliff], color="C3", s=40, marker="X", label="cliff", zorder=4)
+    if cliff.any():
+        ax2.scatter(steps[cliff], j0[cliff], color="C3", s=40, marker="X", label="cliff", zorder=4)
     ax2.set_xlabel("training step")
     ax2.set_ylabel("J at the checkpoint (α = 0)")
     ax2.set_title(f"{int(cliff.sum())} of {len(steps)} checkpoints are cliffs", fontsize=10)
