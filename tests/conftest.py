@@ -65,3 +65,29 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], 
         return _shared(tmp_path_factory, f"untrained_{algo}_{env_id.replace('/', '_')}", build) / "model.zip"
 
     return get
+
+
+# -- training runs (the layout of `rlscape train`), for the over-training analyses -------------------
+
+@pytest.fixture(scope="session")
+def ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PPO on CartPole-v1, checkpoints at steps 0, 512, 1024, 1536 (on-policy, discrete actions)."""
+    from tests.overtrain_util import build_training_run
+
+    def build(path: Path) -> None:
+        build_training_run(path / "run", "ppo", "CartPole-v1", total=1536, save_every=512,
+                           n_steps=256, batch_size=64, n_epochs=4)
+
+    return _shared(tmp_path_factory, "ppo_run", build) / "run"
+
+
+@pytest.fixture(scope="session")
+def sac_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SAC on Pendulum-v1, checkpoints at steps 0, 100, 200 (off-policy, continuous actions)."""
+    from tests.overtrain_util import build_training_run
+
+    def build(path: Path) -> None:
+        build_training_run(path / "run", "sac", "Pendulum-v1", total=200, save_every=100,
+                           learning_starts=50, buffer_size=1000, batch_size=64, policy_kwargs={"net_arch": [32, 32]})
+
+    return _shared(tmp_path_factory, "sac_run", build) / "run"

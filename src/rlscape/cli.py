@@ -37,8 +37,11 @@ Bias = Annotated[str, typer.Option("--bias", help="ignore|normalize: 1-D tensors
 Params = Annotated[str, typer.Option("--params", help="Which parameters move: actor|all|critic.")]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")]
 MaxEnvs = Annotated[int | None, typer.Option("--max-envs", help="Envs stepped at once per worker (memory bound); default 512, MuJoCo 64, Atari 32.")]
+GenericEnvs = Annotated[bool, typer.Option("--generic-envs", help="Step Gymnasium's own envs even where a native batched env exists (same results, slower).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished or different run in --out.")]
 PlotOpt = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the figures when done.")]
+AllCkpts = Annotated[bool, typer.Option("--all-checkpoints", help="CHECKPOINT is a training run: one analysis per checkpoint (dim step).")]
+Ckpts = Annotated[str | None, typer.Option("--checkpoints", help="CHECKPOINT is a training run: only these steps, e.g. 0,10000,20000.")]
 
 
 def _pair(text: str, what: str, cast: type = float) -> tuple[Any, Any]:
@@ -66,11 +69,11 @@ def _finish(ds: Any, out: Path, plot: bool) -> None:
         _plot(out, ds)
 
 
-def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] = ("png", "pdf")) -> None:
+def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] = ("png", "pdf"), gif: bool = True) -> None:
     from rlscape.plots import render_run
 
     try:
-        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats)
+        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats, gif=gif)
     except ValueError as exc:
         raise RlscapeError(str(exc)) from None
     typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
@@ -96,10 +99,17 @@ def plane(
     params: Params = "actor",
     workers: Workers = None,
     max_envs: MaxEnvs = None,
+    generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Ckpts = None,
 ) -> None:
-    """Return on the plane θ0 + α·d1 + β·d2 around a checkpoint (dims alpha, beta, episode)."""
+    """Return on the plane θ0 + α·d1 + β·d2 around a checkpoint (dims alpha, beta, episode).
+
+    With a training run and --all-checkpoints/--checkpoints: one plane per checkpoint (dims step,
+    alpha, beta, episode); --dir1/--dir2 may then be a folder of <step>.npz or a template with {step}.
+    """
     from rlscape.analyses.surface import run_surface
     from rlscape.core.spec import SurfaceSpec, validated
 
@@ -109,7 +119,11 @@ def plane(
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=g,
                      ranges=((-m[0], m[0]), (-m[1], m[1])), directions=(dir1, dir2), normalization=normalization,
                      bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic))
-    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+    if _over_training(checkpoint, all_checkpoints, checkpoints):
+        _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
+        return
+    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                     generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
 
@@ -132,10 +146,17 @@ def line(
     params: Params = "actor",
     workers: Workers = None,
     max_envs: MaxEnvs = None,
+    generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Ckpts = None,
 ) -> None:
-    """Return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 toward a second checkpoint (dims alpha, episode)."""
+    """Return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 toward a second checkpoint (dims alpha, episode).
+
+    With a training run and --all-checkpoints/--checkpoints: one line per checkpoint (dims step,
+    alpha, episode); --direction may then be a folder of <step>.npz or a template with {step}.
+    """
     from rlscape.analyses.surface import _is_checkpoint, run_surface
     from rlscape.core.spec import SurfaceSpec, validated
 
@@ -147,7 +168,11 @@ def line(
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=(points,),
                      ranges=(rng,), directions=(direction,), normalization=normalization, bias=bias, params=params,
                      evaluation=_eval(episodes, steps, seed, deterministic))
-    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+    if _over_training(checkpoint, all_checkpoints, checkpoints):
+        _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
+        return
+    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                     generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
 
@@ -156,12 +181,68 @@ def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by rlscape.")],
     log_scale: Annotated[bool, typer.Option("--log-scale", help="Symmetric-log colour/y scale (off unless asked).")] = False,
     formats: Annotated[str, typer.Option("--formats", help="Static formats, comma-separated.")] = "png,pdf",
+    gif: Annotated[bool, typer.Option("--gif", help="Planes over training: also surface.gif (+ surface.mp4 when ffmpeg is installed).")] = False,
 ) -> None:
-    """Draw what RUN_DIR holds: planes as 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands."""
+    """Draw what RUN_DIR holds: planes as 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands.
+
+    Over training: a curve with ±SEM bands; planes as small multiples (and a GIF with --gif);
+    lines as a step × offset heat map and 3-D lines.
+    """
     from rlscape.core.results import load
 
     ds = load(run_dir)
-    _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f))
+    if gif and not ("step" in ds.dims and ds.attrs.get("kind") == "plane"):
+        raise RlscapeError(f"--gif needs planes over training (rlscape plane RUN --all-checkpoints); {run_dir} holds a single {ds.attrs.get('kind')}")
+    _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f), gif=gif)
+
+
+def _over_training(checkpoint: Path, all_checkpoints: bool, checkpoints: str | None) -> bool:
+    """Whether CHECKPOINT is analysed checkpoint by checkpoint; refuses ambiguous input."""
+    from rlscape.core.runs import is_training_run
+
+    if all_checkpoints and checkpoints is not None:
+        raise RlscapeError("give --all-checkpoints or --checkpoints a,b,c, not both")
+    wanted = all_checkpoints or checkpoints is not None
+    if wanted and not is_training_run(checkpoint):
+        raise RlscapeError(f"{checkpoint} is not a training run (no checkpoints/ folder); drop --all-checkpoints/--checkpoints or give a run folder")
+    if not wanted and is_training_run(checkpoint):
+        raise RlscapeError(f"{checkpoint} is a training run; pass --all-checkpoints or --checkpoints a,b,c, or give one checkpoint folder")
+    return wanted
+
+
+def _surface_over_training(spec: Any, out: Path, checkpoints: str | None, overwrite: bool, workers: int | None,
+                           max_envs: int | None, plot: bool, generic_envs: bool = False) -> None:
+    from rlscape.analyses.overtrain import run_surface_over_training
+
+    ds = run_surface_over_training(spec, out, checkpoints=checkpoints, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                                   generic_envs=generic_envs)
+    _finish(ds, out, plot)
+
+
+@app.command()
+def curve(
+    run: Annotated[Path, typer.Argument(help="A training run: DIR/checkpoints/<step>/model.zip (as `rlscape train` writes).")],
+    out: Out,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="Only these steps, e.g. 0,10000 (default: all).")] = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    episodes: Episodes = None,
+    steps: Steps = None,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Checkpoints evaluated at once, one per process (default: all cores).")] = None,
+    max_envs: MaxEnvs = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Training curve: the return of each checkpoint, same episodes for all (dims step, episode), plotted ±SEM."""
+    from rlscape.analyses.overtrain import CurveSpec, run_curve
+    from rlscape.core.spec import validated
+
+    spec = validated(CurveSpec, run=str(run), checkpoints=checkpoints.strip() if checkpoints else "all", env_id=env, algo=algo,
+                     evaluation=_eval(episodes, steps, seed, deterministic))
+    ds = run_curve(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+    _finish(ds, out, plot)
 
 
 @app.command()
@@ -200,6 +281,36 @@ def quickstart(
         ds = run_surface(spec, plane_dir, overwrite=overwrite, workers=workers)  # type: ignore[arg-type]
     _finish(ds, plane_dir, True)
     typer.echo(f"quickstart done in {time.perf_counter() - t0:.0f} s: agent {agent_dir}, plane {plane_dir}")
+
+
+@app.command()
+def train(
+    env_id: Annotated[str, typer.Argument(help="Gymnasium env id (module:Env-v0 for custom envs; Atari ids get SB3's Atari preprocessing).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Training run directory (checkpoints/, env.json, train.json).")],
+    steps: Annotated[int, typer.Option("--steps", help="Total env steps (on-policy runs end at the next full rollout).")],
+    algo: Annotated[str, typer.Option("--algo", help="ppo|a2c|trpo|sac|td3|ddpg|dqn.")] = "ppo",
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Checkpoint every K steps (default steps/10); step 0 and the last step are always saved.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the model, the envs and the exploration.")] = 0,
+    n_envs: Annotated[int | None, typer.Option("--n-envs", help="Parallel training envs (default: the tuned value).")] = None,
+    hyperparams: Annotated[str | None, typer.Option("--hyperparams", help="Overrides of the tuned defaults: a YAML/JSON file or inline '{\"learning_rate\": 3e-4}'.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (GPU for CNN policies when there is one) | cpu | cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    replay_buffer: Annotated[bool, typer.Option("--replay-buffer/--no-replay-buffer", help="Save the replay buffer with each checkpoint (off-policy).")] = True,
+) -> None:
+    """Train an SB3 agent, saving whole checkpoints (model + optimizer, VecNormalize, replay buffer) as it goes."""
+    from rlscape.analyses.train import train as run_training
+    from rlscape.core.runs import list_checkpoints
+
+    try:
+        run_training(env_id, algo, steps=steps, out=out, save_every=save_every, seed=seed, n_envs=n_envs,
+                     hyperparams=hyperparams, device=device, resume=resume, replay_buffer=replay_buffer)
+    except KeyboardInterrupt:
+        done = list_checkpoints(out)
+        last = f"step {done[-1][0]}" if done else "nothing"
+        typer.echo(f"interrupted: checkpoints up to {last} are saved in {out}; rerun with --resume to continue", err=True)
+        sys.exit(130)
+    done = list_checkpoints(out)
+    typer.echo(f"checkpoints: {out / 'checkpoints'}/  ({len(done)}, steps {done[0][0]} … {done[-1][0]})")
 
 
 # -- step size and cliffs (methods.md §6) ---------------------------------------------------------

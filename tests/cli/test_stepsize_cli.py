@@ -119,7 +119,7 @@ def test_cliffs_then_cliff_dive_from_its_labels(tiny_ppo_run, tmp_path, capsys):
 @pytest.mark.parametrize(("args", "needle"), [
     ([], "--labels"),
     (["--cliff", "0", "--non-cliff", "0"], "both cliff and non-cliff"),
-    (["--cliff", "0,7", "--non-cliff", "1024"], "available: 0, 1024, 2048"),
+    (["--cliff", "0,7", "--non-cliff", "1024"], "0, 1024, 2048"),
     (["--cliff", "x"], "--cliff"),
     (["--cliff", "0", "--non-cliff", "1024", "--trials", "0"], "--trials"),
     (["--cliff", "0", "--non-cliff", "1024", "--checkpoints", "2048"], "no label"),

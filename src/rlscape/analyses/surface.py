@@ -179,12 +179,14 @@ def run_surface(
     overwrite: bool = False,
     workers: int | None = None,
     max_envs: int | None = None,
+    generic_envs: bool = False,
     progress: bool = True,
 ) -> xr.Dataset:
     """Evaluate ``spec`` and return its Dataset; with ``out``, store (and resume) a run directory.
 
     ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints);
     ``directions`` supplies the in-memory directions that the spec names ``given:<hash>``.
+    ``generic_envs`` steps Gymnasium's own envs even where a native batched env exists.
     """
     if workers is not None and workers < 1:
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
@@ -277,7 +279,7 @@ def run_surface(
     try:
         evaluate_points(agent, theta0, [d.values for d in dirs], coords, todo, budget,
                         seed=ev.seed, deterministic=ev.deterministic, workers=workers, max_envs=max_envs,
-                        on_chunk=on_chunk)
+                        generic=generic_envs, on_chunk=on_chunk)
     finally:
         if bar is not None:
             bar.close()
@@ -287,7 +289,8 @@ def run_surface(
         run.write_dataset(ds)
         run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=round(wall, 3),
                        env_steps_this_session=steps_here[0], env_steps_per_s=round(steps_here[0] / max(wall, 1e-9), 1),
-                       workers=workers or cpu_count(), max_envs=max_envs)
+                       workers=workers or cpu_count(), max_envs=max_envs,
+                       env_engine=agent.env.vec_engine(generic_envs))
     log.info("%s done: %d points, %d env steps in %.1f s (%.0f steps/s)", spec.kind, len(coords), steps_here[0], wall,
              steps_here[0] / max(wall, 1e-9))
     return ds

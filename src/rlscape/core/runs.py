@@ -1,7 +1,19 @@
-"""Training runs: ``DIR/checkpoints/<10-digit step>/model.zip`` (+ ``env.json``, ``train.json``).
+"""Training runs written by ``rlscape train``: find them and their checkpoints.
 
-A minimal reader of the training-run layout that ``rlscape train`` writes (the contract every
-over-training analysis reads); the signatures are shared with the training helper's module.
+Layout of a training run (the contract with everything that reads runs)::
+
+    DIR/
+      env.json            env id, env kwargs, wrappers, algorithm, hyperparameters, seed (read by load_checkpoint)
+      train.json          the training spec, package versions, status, times
+      checkpoints/
+        0000000000/       the step, zero-padded to 10 digits so names sort by step (step 0 = the initial policy)
+          model.zip       SB3 model.save(), optimizer state included
+          vecnormalize.pkl    when observations are normalised
+          replay_buffer.pkl   off-policy algorithms, unless --no-replay-buffer
+          checkpoint.json     {"step", "wall_time_s", "recent_returns", "episodes"}
+
+A checkpoint is written into a hidden temporary folder and renamed when complete, so a folder
+with a 10-digit name always holds a whole checkpoint.
 """
 
 from __future__ import annotations
@@ -10,42 +22,57 @@ from pathlib import Path
 
 from rlscape.core.errors import RlscapeError
 
+TRAIN_FILE = "train.json"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_FILE = "checkpoint.json"
+STEP_DIGITS = 10
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint at ``step`` (zero-padded so names sort by step)."""
+    return f"{int(step):0{STEP_DIGITS}d}"
 
 
 def is_training_run(path: str | Path) -> bool:
-    """Whether ``path`` is a training-run folder (it holds ``checkpoints/<step>/model.zip``)."""
+    """Whether ``path`` is a training run directory written by ``rlscape train``."""
     p = Path(path)
-    return p.is_dir() and bool(list_checkpoints(p))
+    return (p / TRAIN_FILE).is_file() and (p / CHECKPOINTS).is_dir()
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of every checkpoint of a training run, sorted by step."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
+    """The complete checkpoints of a training run as ``(step, folder)``, sorted by step."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
         return []
     out = []
-    for f in root.iterdir():
-        if f.is_dir() and f.name.isdigit() and (f / "model.zip").is_file():
-            out.append((int(f.name), f))
+    for p in folder.iterdir():
+        if (p.is_dir() and len(p.name) == STEP_DIGITS and p.name.isdigit() and (p / "model.zip").is_file()
+                and (p / CHECKPOINT_FILE).is_file()):
+            out.append((int(p.name), p))
     return sorted(out)
 
 
 def select_checkpoints(run_dir: str | Path, spec: str | None) -> list[tuple[int, Path]]:
-    """Checkpoints named by ``spec``: ``None``/``"all"`` → all; ``"a,b,c"`` → those steps exactly."""
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise RlscapeError(f"{run_dir} holds no checkpoints ({CHECKPOINTS}/<step>/model.zip); give a training run folder")
+    """Checkpoints chosen by ``spec``: ``None`` or ``"all"`` → every one; ``"a,b,c"`` → those steps exactly."""
+    available = list_checkpoints(run_dir)
+    if not available:
+        raise RlscapeError(f"{run_dir} holds no complete checkpoints; give a run directory written by rlscape train")
     if spec is None or spec.strip().lower() in ("", "all"):
-        return found
-    by_step = dict(found)
-    try:
-        wanted = [int(s) for s in spec.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise RlscapeError(f"--checkpoints must be 'all' or steps separated by commas, not {spec!r}") from None
-    missing = [s for s in wanted if s not in by_step]
-    if missing:
-        raise RlscapeError(
-            f"no checkpoint at step {', '.join(map(str, missing))} in {run_dir}; available: {', '.join(str(s) for s, _ in found)}"
-        )
-    return [(s, by_step[s]) for s in sorted(set(wanted))]
+        return available
+    by_step = dict(available)
+    steps_text = ", ".join(str(s) for s, _ in available)
+    chosen = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        try:
+            step = int(part)
+        except ValueError:
+            raise RlscapeError(f"checkpoint steps must be integers separated by commas or 'all', not {spec!r}") from None
+        if step not in by_step:
+            raise RlscapeError(f"{run_dir} has no checkpoint at step {step}; available steps: {steps_text}")
+        if step not in (s for s, _ in chosen):
+            chosen.append((step, by_step[step]))
+    if not chosen:
+        raise RlscapeError(f"no checkpoint steps given in {spec!r}; pass 'all' or steps such as {available[0][0]}")
+    return sorted(chosen)
