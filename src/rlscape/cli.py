@@ -325,7 +325,8 @@ def stepsize(
     hi: Annotated[float, typer.Option("--hi", help="Largest step searched (α* = hi when J never falls).")] = 1e3,
     precision: Annotated[float, typer.Option("--precision", help="Stop when the bracket's ratio is ≤ 1 + this.")] = 0.02,
     ladder: Annotated[int, typer.Option("--ladder", help="Steps evaluated together per round (one batched call).")] = 12,
-    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: only these steps a,b,c.")] = None,
     env: EnvOpt = None,
     vecnormalize: VecNorm = None,
     algo: AlgoOpt = None,
@@ -341,15 +342,12 @@ def stepsize(
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
 ) -> None:
-    """Largest step α along a direction that keeps the return within --tolerance (per checkpoint over a run)."""
+    """Largest step α along a direction that keeps the return within --tolerance (per checkpoint with --all-checkpoints)."""
     from rlscape.analyses.stepsize import StepSizeSpec, stepsize_over_training
     from rlscape.analyses.stepsize import stepsize as run_stepsize
-    from rlscape.core.runs import is_training_run
     from rlscape.core.spec import validated
 
-    over_run = is_training_run(target)
-    if checkpoints is not None and not over_run:
-        raise RlscapeError(f"--checkpoints needs a training run (DIR/checkpoints/<step>/), and {target} is not one")
+    over_run = _over_training(target, all_checkpoints, checkpoints)
     spec = validated(StepSizeSpec, checkpoint=str(target), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
                      algo=algo, direction=direction, normalization=normalization, bias=bias, params=params,
                      tolerance=tolerance, lo=lo, hi=hi, rel_precision=precision, ladder=ladder,

@@ -135,3 +135,8 @@ def test_cliffs_refuses_a_run_that_is_not_a_line_over_training(cartpole_ppo, tmp
     assert code == 0, err
     code, _, err = run_cli(["cliffs", tmp_path / "l"], capsys)
     assert code == 2 and "(step, alpha" in err
+
+
+def test_a_training_run_needs_all_checkpoints(tiny_ppo_run, tmp_path, capsys):
+    code, _, err = run_cli(["stepsize", tiny_ppo_run, "--out", tmp_path / "x", *FAST], capsys)
+    assert code == 2 and "--all-checkpoints" in err
