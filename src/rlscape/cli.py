@@ -313,6 +313,144 @@ def train(
     typer.echo(f"checkpoints: {out / 'checkpoints'}/  ({len(done)}, steps {done[0][0]} … {done[-1][0]})")
 
 
+# -- step size and cliffs (methods.md §6) ---------------------------------------------------------
+
+@app.command()
+def stepsize(
+    target: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip, or an SB3 .zip) or a training run (DIR/checkpoints/<step>/).")],
+    out: Out,
+    direction: Annotated[str, typer.Option("--direction", "-d", help="random | gradient | PATH to a direction .npz | CHECKPOINT2 (d = θ2 − θ1).")] = "random",
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Keep J(θ+α·d) ≥ J(θ) − tol·|J(θ)|.")] = 0.05,
+    lo: Annotated[float, typer.Option("--lo", help="Smallest step searched.")] = 1e-7,
+    hi: Annotated[float, typer.Option("--hi", help="Largest step searched (α* = hi when J never falls).")] = 1e3,
+    precision: Annotated[float, typer.Option("--precision", help="Stop when the bracket's ratio is ≤ 1 + this.")] = 0.02,
+    ladder: Annotated[int, typer.Option("--ladder", help="Steps evaluated together per round (one batched call).")] = 12,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: only these steps a,b,c.")] = None,
+    env: EnvOpt = None,
+    vecnormalize: VecNorm = None,
+    algo: AlgoOpt = None,
+    episodes: Episodes = None,
+    steps: Steps = None,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    normalization: Norm = "filter",
+    bias: Bias = "ignore",
+    params: Params = "actor",
+    workers: Workers = None,
+    max_envs: MaxEnvs = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Largest step α along a direction that keeps the return within --tolerance (per checkpoint with --all-checkpoints)."""
+    from rlscape.analyses.stepsize import StepSizeSpec, stepsize_over_training
+    from rlscape.analyses.stepsize import stepsize as run_stepsize
+    from rlscape.core.spec import validated
+
+    over_run = _over_training(target, all_checkpoints, checkpoints)
+    spec = validated(StepSizeSpec, checkpoint=str(target), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
+                     algo=algo, direction=direction, normalization=normalization, bias=bias, params=params,
+                     tolerance=tolerance, lo=lo, hi=hi, rel_precision=precision, ladder=ladder,
+                     evaluation=_eval(episodes, steps, seed, deterministic))
+    if over_run:
+        ds = stepsize_over_training(target, spec, out, checkpoints=checkpoints, overwrite=overwrite,  # type: ignore[arg-type]
+                                    workers=workers, max_envs=max_envs)
+        for s, a, st, j in zip(ds.step.values, ds.alpha_star.values, ds.status.values, ds.j0.values, strict=True):
+            typer.echo(f"step {int(s):>10d}  J(θ) = {j:10.4g}  α* = {a:10.4g}  ({st})")
+    else:
+        ds = run_stepsize(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+        a = ds.attrs
+        typer.echo(f"α* = {a['alpha_star']:.4g} ({a['status']}; bracket [{a['bracket_lo']:.4g}, {a['bracket_hi']:.4g}]), "
+                   f"J(θ) = {a['j0']:.4g}, threshold {a['threshold']:.4g}, {a['n_evaluations']} evaluations in {a['n_rounds']} rounds")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.cliffs import plot_stepsize
+
+        files = plot_stepsize(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+
+@app.command()
+def cliffs(
+    line_run: Annotated[Path, typer.Argument(help="A line over training: results with dims (step, alpha[, episode]).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the labels go (default LINE_RUN/cliffs).")] = None,
+    min_fall: Annotated[float, typer.Option("--min-fall", help="Cliff if J falls by at least this fraction of |J(θ)| within the first step.")] = 0.5,
+    min_range_fraction: Annotated[float, typer.Option("--min-range-fraction", help="… and the fall exceeds this fraction of the global range.")] = 0.25,
+    first_step: Annotated[float | None, typer.Option("--first-step", help="Offsets in (0, this] count as the first step (default: the first grid offset).")] = None,
+    side: Annotated[str, typer.Option("--side", help="positive|negative|both: which side of the line to walk.")] = "positive",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Label each checkpoint of a line over training cliff / non-cliff (methods.md §6) and colour the plot."""
+    from rlscape.analyses.cliffs import run_cliffs
+
+    labels, line_ds, where = run_cliffs(line_run, out, min_relative_fall=min_fall, min_range_fraction=min_range_fraction,
+                                        first_step=first_step, side=side, overwrite=overwrite)  # type: ignore[arg-type]
+    for s, c, j0, rel in zip(labels.step.values, labels.cliff.values, labels.j0.values, labels.relative_fall.values, strict=True):
+        typer.echo(f"step {int(s):>10d}  J(θ) = {j0:10.4g}  fall {100 * rel:7.1f} %  {'CLIFF' if c else 'non-cliff'}")
+    typer.echo(f"{int(labels.cliff.sum())} of {labels.sizes['step']} checkpoints are cliffs; labels: {where / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.cliffs import plot_cliffs
+
+        files = plot_cliffs(line_ds, labels, where / "plots")
+        typer.echo(f"figures: {where / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+def _steps(text: str | None, what: str) -> list[int]:
+    if text is None:
+        return []
+    try:
+        return [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise RlscapeError(f"{what} must be training steps separated by commas, not {text!r}") from None
+
+
+@app.command("cliff-dive")
+def cliff_dive(
+    run: Annotated[Path, typer.Argument(help="A training run (DIR/checkpoints/<step>/) of a PPO/A2C agent.")],
+    out: Out,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Cliff labels: the output of `rlscape cliffs` (or a line run holding cliffs/).")] = None,
+    cliff_steps: Annotated[str | None, typer.Option("--cliff", help="Instead of --labels: steps labelled cliff, a,b,c.")] = None,
+    non_cliff_steps: Annotated[str | None, typer.Option("--non-cliff", help="Instead of --labels: steps labelled non-cliff.")] = None,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="Only these labelled steps (a,b,c; default all).")] = None,
+    trials: Annotated[int, typer.Option("--trials", help="Independent updates per checkpoint and algorithm.")] = 5,
+    episodes: Annotated[int, typer.Option("--episodes", "-e", help="Evaluation episodes before and after each update.")] = 100,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    workers: Workers = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """One A2C and one PPO update (configured alike) at cliff and non-cliff checkpoints; Welch t-test of the changes."""
+    from rlscape.analyses.cliffs import cliff_dive as run_dive
+    from rlscape.analyses.cliffs import dive_table, read_labels
+
+    if labels is not None and (cliff_steps or non_cliff_steps):
+        raise RlscapeError("give --labels or --cliff/--non-cliff steps, not both")
+    if labels is not None:
+        lab = read_labels(labels)
+        label = {int(s): bool(c) for s, c in zip(lab.step.values, lab.cliff.values, strict=True)}
+    elif cliff_steps or non_cliff_steps:
+        label = {s: True for s in _steps(cliff_steps, "--cliff")}
+        both = set(label) & set(_steps(non_cliff_steps, "--non-cliff"))
+        if both:
+            raise RlscapeError(f"step(s) {', '.join(map(str, sorted(both)))} are labelled both cliff and non-cliff; label each once")
+        label.update({s: False for s in _steps(non_cliff_steps, "--non-cliff")})
+    else:
+        raise RlscapeError("say which checkpoints are cliffs: --labels CLIFFS_DIR (from `rlscape cliffs`) or --cliff a,b --non-cliff c,d")
+    if checkpoints is not None:
+        keep = _steps(checkpoints, "--checkpoints")
+        unknown = [s for s in keep if s not in label]
+        if unknown:
+            raise RlscapeError(f"--checkpoints {', '.join(map(str, unknown))} carry no label; labelled: {', '.join(map(str, sorted(label)))}")
+        label = {s: label[s] for s in keep}
+    steps = sorted(label)
+    ds = run_dive(run, steps, [label[s] for s in steps], out, trials=trials, episodes=episodes, seed=seed,
+                  deterministic=deterministic, workers=workers, overwrite=overwrite)
+    typer.echo(dive_table(ds))
+    typer.echo(f"results: {out / 'results.zarr'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, exit code 2, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s" if "-v" in sys.argv else "%(message)s")
