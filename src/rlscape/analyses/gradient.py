@@ -13,11 +13,12 @@ from disk (with its saved optimizer state) and returns the step Δθ it takes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,19 @@ def log_prob(agent: Agent, out: Mapping[str, torch.Tensor], actions: torch.Tenso
     if agent.kind == SQUASHED:
         lp = lp - torch.log(1 - torch.tanh(actions) ** 2 + _SQUASH_EPS).sum(-1)
     return lp
+
+
+@contextlib.contextmanager
+def torch_threads(n_parameters: int) -> Iterator[None]:
+    """One torch thread for small policies (MLPs: thread hand-offs cost more than they save, and
+    oversubscribe a shared machine), torch's default for large ones; restored afterwards."""
+    before = torch.get_num_threads()
+    if n_parameters < 200_000:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _working_dtype(agent: Agent) -> torch.dtype:
@@ -521,6 +535,22 @@ def step_dir(out: Path, step: int | None) -> Path:
     return out if step is None else out / "steps" / f"{step:010d}"
 
 
+def prepare_run(out: Path, spec: dict[str, Any], overwrite: bool, summary_name: str) -> Any:
+    """``RunDir.prepare`` plus: per-checkpoint outputs of another spec (or on ``--overwrite``) are removed,
+    so a resumed run reuses only what this very spec computed."""
+    import shutil
+
+    from rlscape.core.store import RunDir
+
+    old = RunDir(out).read_spec() if Path(out).is_dir() else None
+    run = RunDir.prepare(out, spec, overwrite)
+    if overwrite or old != spec:
+        if (out / "steps").is_dir():
+            shutil.rmtree(out / "steps")
+        (out / summary_name).unlink(missing_ok=True)
+    return run
+
+
 def write_json(path: Path, fields: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -547,7 +577,7 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
     import xarray as xr
 
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.store import RunDir, package_versions
+    from rlscape.core.store import package_versions
 
     if kind not in KINDS:
         raise RlscapeError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -572,7 +602,7 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
             "baseline": baseline, "gamma": gamma, "params": which, "seed": seed, "n_batches": n_batches,
             "checkpoints": [s for s, _ in todo] if todo[0][0] is not None else None, "env_id": env_id, "algo": algo}
     out = Path(out)
-    run = RunDir.prepare(out, spec, overwrite)
+    run = prepare_run(out, spec, overwrite, "gradient.json")
     run.update_run(status="running", versions=package_versions(), started=stamp(),
                    seeds={"env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
                           "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))",
@@ -585,12 +615,8 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
             rows.append(json.loads(summary.read_text()))
             continue
         agent = agents.get(step) or load_checkpoint(path, env_id, algo=algo)
-        if kind == "update":
-            est = update_step(agent, path, seed=seed, which=which, n_batches=n_batches)
-        else:
-            n_ep = episodes if episodes is not None else _episodes_for_steps(agent, int(steps), seed)
-            traj = collect(agent, n_ep, seed, progress=progress)
-            est = reinforce(agent, traj, baseline=baseline, gamma=gamma, which=which, n_batches=n_batches)
+        with torch_threads(sum(v.size for v in agent.parameters(which).values())):
+            est = _estimate(agent, path, kind, episodes, steps, seed, which, n_batches, baseline, gamma, progress)
         d = est.direction()
         d.meta.update(checkpoint=str(Path(path).resolve()), step=step)
         d.save(here / "gradient.npz" if step is not None else out / "directions" / "gradient.npz")
@@ -613,6 +639,15 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
     run.write_dataset(ds)
     run.update_run(status="complete", finished=stamp())
     return ds
+
+
+def _estimate(agent: Agent, path: Path, kind: str, episodes: int | None, steps: int | None, seed: int, which: str,
+              n_batches: int, baseline: str, gamma: float, progress: bool) -> GradientEstimate:
+    if kind == "update":
+        return update_step(agent, path, seed=seed, which=which, n_batches=n_batches)
+    n_ep = episodes if episodes is not None else _episodes_for_steps(agent, int(steps or 1), seed)
+    traj = collect(agent, n_ep, seed, progress=progress)
+    return reinforce(agent, traj, baseline=baseline, gamma=gamma, which=which, n_batches=n_batches)
 
 
 def _episodes_for_steps(agent: Agent, steps: int, seed: int) -> int:

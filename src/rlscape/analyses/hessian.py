@@ -391,11 +391,11 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
     Writes ``results.zarr`` and the eigenvectors as direction files ``eig_max_<i>.npz`` /
     ``eig_min_<i>.npz`` (unit norm) in ``directions/`` (``steps/<step>/directions/`` for a run).
     """
-    from rlscape.analyses.gradient import collect, step_dir, targets, train_curve, write_json
+    from rlscape.analyses.gradient import collect, prepare_run, step_dir, targets, torch_threads, train_curve, write_json
     from rlscape.core.directions import Direction
     from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.store import RunDir, package_versions
+    from rlscape.core.store import package_versions
 
     if episodes < 2:
         raise RlscapeError(f"--episodes must be at least 2 (the mean baseline needs a batch), not {episodes}")
@@ -411,7 +411,7 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
             "tol": tol, "maxiter": maxiter, "trace_vectors": trace_vectors, "slq_vectors": slq_vectors, "slq_steps": slq_steps,
             "checkpoints": [s for s, _ in todo] if todo[0][0] is not None else None, "env_id": env_id, "algo": algo}
     out = Path(out)
-    run = RunDir.prepare(out, spec, overwrite)
+    run = prepare_run(out, spec, overwrite, "curvature.json")
     run.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    seeds={"env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
                           "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))",
@@ -435,9 +435,10 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
         agent = first if step == todo[0][0] else load_checkpoint(path, env_id, algo=algo)
         traj = collect(agent, episodes, seed, progress=progress and len(todo) == 1)
         t0 = time.perf_counter()
-        res, op = curvature(agent, traj, k=k, seed=seed, which=which, tol=tol, maxiter=maxiter, trace_vectors=trace_vectors,
-                            slq_vectors=slq_vectors, slq_steps=slq_steps,
-                            on_stage=lambda s: log.info("%s …", s) if progress and len(todo) == 1 else None)
+        with torch_threads(P):
+            res, op = curvature(agent, traj, k=k, seed=seed, which=which, tol=tol, maxiter=maxiter, trace_vectors=trace_vectors,
+                                slq_vectors=slq_vectors, slq_steps=slq_steps,
+                                on_stage=lambda s: log.info("%s …", s) if progress and len(todo) == 1 else None)
         for tag, eig in (("max", res.top), ("min", res.bottom)):
             for i in range(k):
                 if not np.all(np.isfinite(eig.vectors[:, i])):
