@@ -64,15 +64,20 @@ class MatrixOperator:
 _JACOBIAN_LIMIT = 50_000_000  # N·P above which the per-episode score matrix is not kept in memory
 
 
-def _per_episode_scores(lpe: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """J (N, P): row τ = g_τ = ∇_θ log P(τ), by batched backward (a loop if batching is unsupported)."""
-    N = lpe.shape[0]
-    eye = torch.eye(N, dtype=lpe.dtype)
-    try:
-        (J,) = torch.autograd.grad(lpe, theta, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
-        return J
-    except RuntimeError:
-        return torch.stack([torch.autograd.grad(lpe[i], theta, retain_graph=True)[0] for i in range(N)])
+def _per_episode_scores(log_p: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, n: int, steps: int) -> torch.Tensor:
+    """J (N, P): row τ = g_τ = ∇_θ log P(τ). Reverse mode (one vjp per episode) when N ≤ P, forward
+    mode (one jvp per parameter) otherwise; vmapped in chunks so memory stays ~chunk × steps."""
+    P = theta.numel()
+    chunk = max(1, min(max(n, P), _CHUNK_ELEMENTS // max(steps, 1)))
+    if n <= P:
+        _, pullback = vjp(log_p, theta)
+        rows = [torch.vmap(pullback)(torch.eye(n, dtype=theta.dtype)[i : i + chunk])[0] for i in range(0, n, chunk)]
+        return torch.cat(rows)
+    cols = [torch.vmap(lambda t: jvp(log_p, (theta,), (t,))[1])(torch.eye(P, dtype=theta.dtype)[i : i + chunk]) for i in range(0, P, chunk)]
+    return torch.cat(cols).T.contiguous()
+
+
+_CHUNK_ELEMENTS = 2_000_000  # vmap chunk × packed steps
 
 
 class PolicyHessian:
@@ -117,7 +122,7 @@ class PolicyHessian:
             lpe = log_p(theta)
             (self._gs,) = torch.autograd.grad((A * lpe).sum(), theta, create_graph=True)
             self._theta = theta
-            self._J = _per_episode_scores(lpe, theta).detach()
+            self._J = _per_episode_scores(log_p, fp.theta, N, int(obs.shape[0])).detach()
         else:  # forward-over-reverse per product; memory O(P), not O(N·P)
             _, self._vjp = vjp(log_p, fp.theta)
 
