@@ -77,14 +77,6 @@ class Trajectories:
                 out[i] = acc
         return out
 
-    def subset(self, episodes: np.ndarray) -> Trajectories:
-        """The episodes ``episodes`` (indices into this batch), re-indexed 0..len−1."""
-        keep = np.isin(self.episode, episodes)
-        remap = np.full(self.n_episodes, -1, np.int64)
-        remap[episodes] = np.arange(len(episodes))
-        return Trajectories(self.obs[keep], self.actions[keep], self.rewards[keep], remap[self.episode[keep]],
-                            self.t[keep], self.returns[episodes], self.lengths[episodes], self.episode_ids[episodes], self.seed)
-
 
 def check_stochastic(agent: Agent, what: str, update_hint: bool = True) -> None:
     """Refuse deterministic policies (DQN, TD3, DDPG, plain action adapters) for score-function methods."""

@@ -396,7 +396,15 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
     Writes ``results.zarr`` and the eigenvectors as direction files ``eig_max_<i>.npz`` /
     ``eig_min_<i>.npz`` (unit norm) in ``directions/`` (``steps/<step>/directions/`` for a run).
     """
-    from rlscape.analyses.gradient import collect, prepare_run, step_dir, targets, torch_threads, train_curve, write_json
+    from rlscape.analyses.gradient import (
+        collect,
+        prepare_run,
+        step_dir,
+        targets,
+        torch_threads,
+        train_curve,
+        write_json,
+    )
     from rlscape.core.directions import Direction
     from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM
     from rlscape.core.policy import load_checkpoint
