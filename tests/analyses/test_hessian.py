@@ -133,3 +133,14 @@ def test_deterministic_policies_have_no_policy_hessian(untrained):
                          np.zeros(0, np.int64), np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
     with pytest.raises(RlscapeError, match="deterministic"):
         PolicyHessian(agent, empty)
+
+
+def test_equal_returns_give_the_zero_matrix_not_a_crash():
+    """A batch where every episode has the same return (all at the time limit) has A ≡ 0."""
+    from rlscape.analyses.hessian import curvature
+
+    agent = _tiny_categorical_agent()
+    traj = collect(agent, 3, seed=0)
+    traj.returns[:] = 7.0
+    res, _ = curvature(agent, traj, k=1, trace_vectors=2, slq_vectors=1, slq_steps=3)
+    assert res.lambda_max == 0 and res.lambda_min == 0 and np.isnan(res.ratio) and res.trace == 0

@@ -81,7 +81,7 @@ class Trajectories:
 def check_stochastic(agent: Agent, what: str, update_hint: bool = True) -> None:
     """Refuse deterministic policies (DQN, TD3, DDPG, plain action adapters) for score-function methods."""
     if agent.kind not in (CATEGORICAL, GAUSSIAN, SQUASHED):
-        hint = "; use --kind update for the algorithm's own update step" if update_hint and agent.algo in ("dqn", "td3", "ddpg") else \
+        hint = "; use `rlscape gradient --kind update` for the algorithm's own update step (a direction file for --dir1)" if update_hint and agent.algo in ("dqn", "td3", "ddpg") else \
             "; use a checkpoint of a stochastic policy (PPO, A2C, TRPO, SAC)"
         raise RlscapeError(f"{agent.algo.upper()} policies are deterministic, so {what} (∇ log π) is undefined{hint}")
     if agent.gsde:
@@ -401,12 +401,12 @@ def update_step(agent: Agent, checkpoint: str | Path, *, seed: int = 0, which: s
     """Δθ of one call of the algorithm's own ``train()`` from the saved state (methods.md §4).
 
     PPO/A2C/TRPO: one fresh rollout of ``n_steps × n_envs`` steps (env resets seeded like the
-    evaluator), then ``train()``. SAC/TD3/DDPG: one gradient step on a replay minibatch from the
+    evaluator), then ``train()``. SAC/TD3/DDPG/DQN: one gradient step on a replay minibatch from the
     checkpoint folder's ``replay_buffer.pkl``. The estimate is repeated on ``n_batches``
     independent rollouts / minibatches for its standard error; the step saved is their mean.
     """
-    if agent.algo not in ("ppo", "a2c", "trpo", "sac", "td3", "ddpg"):
-        raise RlscapeError(f"--kind update is available for PPO, A2C, TRPO, SAC, TD3 and DDPG checkpoints, not {agent.algo.upper()}")
+    if agent.algo not in ("ppo", "a2c", "trpo", "sac", "td3", "ddpg", "dqn"):
+        raise RlscapeError(f"--kind update needs a Stable-Baselines3 checkpoint (PPO, A2C, TRPO, SAC, TD3, DDPG, DQN), not a {agent.algo} policy")
     from rlscape.core.policy import resolve_model_zip
 
     zip_path = resolve_model_zip(checkpoint)

@@ -168,7 +168,7 @@ def lanczos(op: LinearOp, k: int = 1, which: str = "LA", *, seed: int = 0, tol: 
     (LA: descending, SA: ascending). Pairs ARPACK did not converge come back NaN-free if it
     returned them, flagged by ``converged``.
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
     if which not in ("LA", "SA"):
         raise RlscapeError(f"which must be 'LA' or 'SA', not {which!r}")
@@ -183,6 +183,8 @@ def lanczos(op: LinearOp, k: int = 1, which: str = "LA", *, seed: int = 0, tol: 
     except ArpackNoConvergence as exc:
         log.warning("Lanczos (%s) did not converge within maxiter; keeping the %d pairs it found", which, len(exc.eigenvalues))
         vals, vecs = exc.eigenvalues, exc.eigenvectors
+    except ArpackError as exc:
+        raise RlscapeError(f"Lanczos ({which}) failed: {exc}; try another --seed or more --episodes") from None
     used = op.n_products - start
     order = np.argsort(-vals if which == "LA" else vals)
     vals, vecs = np.asarray(vals)[order], np.asarray(vecs)[:, order]
@@ -314,6 +316,15 @@ def curvature(agent: Agent, traj: Trajectories, *, k: int = 1, seed: int = 0, wh
     op = PolicyHessian(agent, traj, which=which)
     if k < 1 or k >= op.size:
         raise RlscapeError(f"--k must be between 1 and {op.size - 1} (the policy has {op.size} parameters), not {k}")
+    if not bool(torch.any(op.A != 0)):
+        # every episode has the same return (e.g. all reached the time limit): A ≡ 0, the estimate is exactly 0
+        log.warning("all %d episodes have the same return %.6g: the Hessian estimate on this batch is the zero matrix "
+                    "(eigenvalues 0, no eigenvectors saved)", traj.n_episodes, float(traj.returns[0]))
+        zero = EigResult(np.zeros(k), np.full((op.size, k), np.nan), np.zeros(k), np.ones(k, bool), 0, "LA")
+        dens = SpectralDensity(np.zeros((max(slq_vectors, 1), 1)), np.ones((max(slq_vectors, 1), 1)))
+        res = CurvatureResult(zero, EigResult(zero.values, zero.vectors, zero.residuals, zero.converged, 0, "SA"), 0.0, 0.0, dens,
+                              0, 0.0, op.size, traj.n_episodes, int(traj.lengths.sum()), float(traj.returns.mean()), 0.0, op.flat.names)
+        return res, op
     stage = on_stage or (lambda _s: None)
     stage("lanczos LA")
     top = lanczos(op, k, "LA", seed=seed, tol=tol, maxiter=maxiter)
