@@ -275,7 +275,8 @@ def hessian(
     if "step" not in ds.dims:
         typer.echo(f"λ_max = {float(ds.lambda_max):.6g}, λ_min = {float(ds.lambda_min):.6g}, −λ_max/λ_min = {float(ds.curvature_ratio):.4g}"
                    f" ({int(ds.n_hvp)} Hessian-vector products, {float(ds.hvp_per_s):.1f}/s)")
-        typer.echo(f"eigenvectors: {out / 'directions'}/eig_max_1.npz, eig_min_1.npz …  (use with --dir1/--dir2)")
+        if (out / "directions" / "eig_max_1.npz").is_file():
+            typer.echo(f"eigenvectors: {out / 'directions'}/eig_max_1.npz, eig_min_1.npz …  (use with --dir1/--dir2)")
     else:
         typer.echo(f"eigenvectors: {out / 'steps'}/<step>/directions/")
     typer.echo(f"results: {out / 'results.zarr'}")

@@ -142,5 +142,6 @@ def test_equal_returns_give_the_zero_matrix_not_a_crash():
     agent = _tiny_categorical_agent()
     traj = collect(agent, 3, seed=0)
     traj.returns[:] = 7.0
-    res, _ = curvature(agent, traj, k=1, trace_vectors=2, slq_vectors=1, slq_steps=3)
+    res, _ = curvature(agent, traj, k=1, trace_vectors=2, slq_vectors=2, slq_steps=3)
     assert res.lambda_max == 0 and res.lambda_min == 0 and np.isnan(res.ratio) and res.trace == 0
+    assert res.density.nodes.shape == (2, 3) and np.allclose(res.density.weights.sum(axis=1), 1)  # stacks with other checkpoints

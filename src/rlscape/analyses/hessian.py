@@ -321,7 +321,10 @@ def curvature(agent: Agent, traj: Trajectories, *, k: int = 1, seed: int = 0, wh
         log.warning("all %d episodes have the same return %.6g: the Hessian estimate on this batch is the zero matrix "
                     "(eigenvalues 0, no eigenvectors saved)", traj.n_episodes, float(traj.returns[0]))
         zero = EigResult(np.zeros(k), np.full((op.size, k), np.nan), np.zeros(k), np.ones(k, bool), 0, "LA")
-        dens = SpectralDensity(np.zeros((max(slq_vectors, 1), 1)), np.ones((max(slq_vectors, 1), 1)))
+        m = min(slq_steps, op.size) if slq_vectors > 0 else 0
+        weights = np.zeros((slq_vectors, m))
+        weights[:, :1] = 1.0  # all mass at the single eigenvalue 0, shaped like a regular result
+        dens = SpectralDensity(np.zeros((slq_vectors, m)), weights)
         res = CurvatureResult(zero, EigResult(zero.values, zero.vectors, zero.residuals, zero.converged, 0, "SA"), 0.0, 0.0, dens,
                               0, 0.0, op.size, traj.n_episodes, int(traj.lengths.sum()), float(traj.returns.mean()), 0.0, op.flat.names)
         return res, op

@@ -117,10 +117,11 @@ def plot_curvature(ds: xr.Dataset, out_dir: str | Path) -> list[Path]:
     files = []
     if "step" in ds.dims:
         files.append(_save(curvature_over_training_figure(ds), out / "curvature_over_training.png"))
-        if ds.sizes.get("slq_node", 0):
-            last = ds.isel(step=-1)
+        nonzero = np.flatnonzero(ds["n_hvp"].values > 0)
+        if ds.sizes.get("slq_node", 0) and nonzero.size:
+            last = ds.isel(step=int(nonzero[-1]))
             files.append(_save(slq_density_figure(last, f"Policy-Hessian spectrum at step {int(last.step)}"), out / "slq_density.png"))
-    elif ds.sizes.get("slq_node", 0):
+    elif ds.sizes.get("slq_node", 0) and int(ds["n_hvp"]) > 0:  # n_hvp = 0: the estimate was exactly zero
         files.append(_save(slq_density_figure(ds), out / "slq_density.png"))
     return files
 
