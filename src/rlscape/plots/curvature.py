@@ -71,7 +71,9 @@ def curvature_over_training_figure(ds: xr.Dataset) -> plt.Figure:
     ax.plot(steps, ds["lambda_max"].values, "o-", color="C3", label="λ_max")
     ax.plot(steps, ds["lambda_min"].values, "o-", color="C2", label="λ_min")
     ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_yscale("symlog", linthresh=max(1e-3, float(np.nanmin(np.abs(np.r_[ds["lambda_max"].values, ds["lambda_min"].values]))) or 1e-3))
+    mags = np.abs(np.r_[ds["lambda_max"].values, ds["lambda_min"].values])
+    mags = mags[np.isfinite(mags) & (mags > 0)]
+    ax.set_yscale("symlog", linthresh=float(mags.min()) if mags.size else 1.0)  # linear only below the smallest |λ|
     ax.set_ylabel("eigenvalue (symlog)")
     ax.legend(fontsize=8)
     ax = axes[2]
