@@ -39,6 +39,8 @@ Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Worker pro
 MaxEnvs = Annotated[int | None, typer.Option("--max-envs", help="Envs stepped at once per worker (memory bound); default 512, MuJoCo 64, Atari 32.")]
 GenericEnvs = Annotated[bool, typer.Option("--generic-envs", help="Step Gymnasium's own envs even where a native batched env exists (same results, slower).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished or different run in --out.")]
+ScaleOpt = Annotated[str | None, typer.Option("--scale", help="unit|match|raw: scale of gradient/eigenvector/file directions (default: gradient match, files as stored).")]
+GradEpisodes = Annotated[int, typer.Option("--gradient-episodes", help="Episodes of the REINFORCE estimate behind a `gradient` direction.")]
 PlotOpt = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the figures when done.")]
 AllCkpts = Annotated[bool, typer.Option("--all-checkpoints", help="CHECKPOINT is a training run: one analysis per checkpoint (dim step).")]
 Ckpts = Annotated[str | None, typer.Option("--checkpoints", help="CHECKPOINT is a training run: only these steps, e.g. 0,10000,20000.")]
@@ -88,8 +90,8 @@ def plane(
     algo: AlgoOpt = None,
     grid: Annotated[str, typer.Option("--grid", "-g", help="Odd grid size G, or G1,G2.")] = "21",
     magnitude: Annotated[str, typer.Option("--magnitude", "-m", help="Offsets span [-M, M] along each direction; or M1,M2.")] = "1.0",
-    dir1: Annotated[str, typer.Option("--dir1", help="random | PATH to a direction .npz keyed by parameter name.")] = "random",
-    dir2: Annotated[str, typer.Option("--dir2", help="random | PATH to a direction .npz.")] = "random",
+    dir1: Annotated[str, typer.Option("--dir1", help="random | gradient | PATH to a direction .npz keyed by parameter name.")] = "random",
+    dir2: Annotated[str, typer.Option("--dir2", help="random | gradient | PATH to a direction .npz.")] = "random",
     episodes: Episodes = None,
     steps: Steps = None,
     seed: Seed = 0,
@@ -104,6 +106,8 @@ def plane(
     plot: PlotOpt = True,
     all_checkpoints: AllCkpts = False,
     checkpoints: Ckpts = None,
+    scale: ScaleOpt = None,
+    gradient_episodes: GradEpisodes = 100,
 ) -> None:
     """Return on the plane θ0 + α·d1 + β·d2 around a checkpoint (dims alpha, beta, episode).
 
@@ -118,7 +122,8 @@ def plane(
     spec = validated(SurfaceSpec, kind="plane", checkpoint=str(checkpoint), env_id=env,
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=g,
                      ranges=((-m[0], m[0]), (-m[1], m[1])), directions=(dir1, dir2), normalization=normalization,
-                     bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic))
+                     bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic),
+                     scale=scale, gradient_episodes=gradient_episodes)
     if _over_training(checkpoint, all_checkpoints, checkpoints):
         _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
         return
@@ -131,7 +136,7 @@ def plane(
 def line(
     checkpoint: Annotated[Path, typer.Argument(help="Folder with model.zip (+ vecnormalize.pkl, env.json) or an SB3 .zip.")],
     out: Out,
-    direction: Annotated[str, typer.Option("--direction", "-d", help="random | PATH to a direction .npz | CHECKPOINT2 (interpolate θ1→θ2).")] = "random",
+    direction: Annotated[str, typer.Option("--direction", "-d", help="random | gradient | PATH to a direction .npz | CHECKPOINT2 (interpolate θ1→θ2).")] = "random",
     points: Annotated[int, typer.Option("--points", "-n", help="Points on the line, both ends included.")] = 21,
     range_: Annotated[str | None, typer.Option("--range", help="A,B offsets (default -1,1; 0,1 for an interpolation). Write --range=-1,1.")] = None,
     env: EnvOpt = None,
@@ -151,6 +156,8 @@ def line(
     plot: PlotOpt = True,
     all_checkpoints: AllCkpts = False,
     checkpoints: Ckpts = None,
+    scale: ScaleOpt = None,
+    gradient_episodes: GradEpisodes = 100,
 ) -> None:
     """Return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 toward a second checkpoint (dims alpha, episode).
 
@@ -167,7 +174,8 @@ def line(
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(checkpoint), env_id=env,
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=(points,),
                      ranges=(rng,), directions=(direction,), normalization=normalization, bias=bias, params=params,
-                     evaluation=_eval(episodes, steps, seed, deterministic))
+                     evaluation=_eval(episodes, steps, seed, deterministic),
+                     scale=scale, gradient_episodes=gradient_episodes)
     if _over_training(checkpoint, all_checkpoints, checkpoints):
         _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
         return
@@ -449,6 +457,83 @@ def cliff_dive(
                   deterministic=deterministic, workers=workers, overwrite=overwrite)
     typer.echo(dive_table(ds))
     typer.echo(f"results: {out / 'results.zarr'}")
+
+
+@app.command()
+def gradient(
+    source: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip) or a training run directory.")],
+    out: Out,
+    episodes: Annotated[int | None, typer.Option("--episodes", "-e", help="Episodes of the estimate (default 100 unless --steps).")] = None,
+    steps: Steps = None,
+    kind: Annotated[str, typer.Option("--kind", help="reinforce (score-function gradient) | update (the algorithm's own step from its saved state).")] = "reinforce",
+    baseline: Annotated[str, typer.Option("--baseline", help="mean|critic|none baseline of REINFORCE.")] = "mean",
+    gamma: Annotated[float, typer.Option("--gamma", help="Discount of the reward-to-go (1 = the undiscounted J).")] = 1.0,
+    batches: Annotated[int, typer.Option("--batches", help="Independent batches for the standard error.")] = 10,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    params: Params = "actor",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Policy-gradient estimate (or update step) saved as a direction file, with its norm and standard error."""
+    from rlscape.analyses.gradient import run_gradient
+
+    if episodes is None and steps is None:
+        episodes = 100
+    ds = run_gradient(source, out, episodes=episodes, steps=steps, kind=kind, baseline=baseline, gamma=gamma, which=params,
+                      seed=seed, n_batches=batches, checkpoints=checkpoints, env_id=env, algo=algo, overwrite=overwrite)
+    where = out / "directions" / "gradient.npz" if "step" not in ds.dims else out / "steps" / "<step>" / "gradient.npz"
+    if "step" not in ds.dims:
+        typer.echo(f"‖g‖ = {float(ds.grad_norm):.6g} ± {float(ds.grad_stderr):.3g} (standard error)")
+    typer.echo(f"direction: {where}  (use it with --dir1/--direction; results: {out / 'results.zarr'})")
+    if plot and "step" in ds.dims:
+        from rlscape.plots.curvature import plot_over_training
+
+        files = plot_over_training(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+@app.command()
+def hessian(
+    source: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip) or a training run directory.")],
+    out: Out,
+    episodes: Annotated[int, typer.Option("--episodes", "-e", help="Episodes in the fixed batch the Hessian is estimated on.")] = 100,
+    k: Annotated[int, typer.Option("--k", help="Eigenpairs at each end of the spectrum.")] = 1,
+    tol: Annotated[float, typer.Option("--tol", help="eigsh tolerance.")] = 1e-6,
+    trace_vectors: Annotated[int, typer.Option("--trace-vectors", help="Hutchinson probe vectors (0: skip the trace).")] = 10,
+    slq_vectors: Annotated[int, typer.Option("--slq-vectors", help="SLQ start vectors (0: skip the density).")] = 4,
+    slq_steps: Annotated[int, typer.Option("--slq-steps", help="Lanczos steps per SLQ vector.")] = 30,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    params: Params = "actor",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Policy-Hessian eigenpairs (Lanczos LA/SA), trace and spectral density on a fixed batch of episodes."""
+    from rlscape.analyses.hessian import run_hessian
+
+    if trace_vectors == 1:
+        raise RlscapeError("--trace-vectors must be 0 (skip) or at least 2")
+    ds = run_hessian(source, out, episodes=episodes, k=k, seed=seed, which=params, tol=tol, trace_vectors=trace_vectors,
+                     slq_vectors=slq_vectors, slq_steps=slq_steps, checkpoints=checkpoints, env_id=env, algo=algo,
+                     overwrite=overwrite)
+    if "step" not in ds.dims:
+        typer.echo(f"λ_max = {float(ds.lambda_max):.6g}, λ_min = {float(ds.lambda_min):.6g}, −λ_max/λ_min = {float(ds.curvature_ratio):.4g}"
+                   f" ({int(ds.n_hvp)} Hessian-vector products, {float(ds.hvp_per_s):.1f}/s)")
+        if (out / "directions" / "eig_max_1.npz").is_file():
+            typer.echo(f"eigenvectors: {out / 'directions'}/eig_max_1.npz, eig_min_1.npz …  (use with --dir1/--dir2)")
+    else:
+        typer.echo(f"eigenvectors: {out / 'steps'}/<step>/directions/")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.curvature import plot_curvature
+
+        files = plot_curvature(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
 
 
 def main(argv: list[str] | None = None) -> None:
