@@ -548,19 +548,30 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            _interrupted()
+    except Exception as exc:  # click's own usage errors (typer ≥ 0.20 ships its own copy of click)
+        for exceptions in _click_exception_modules():
+            if isinstance(exc, exceptions.ClickException):  # one line, like every other user error
+                ctx = getattr(exc, "ctx", None)
+                hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+                typer.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
+                sys.exit(exc.exit_code)
+            if isinstance(exc, exceptions.Abort):
+                _interrupted()
         raise
     if code == 130:  # typer returns (rather than raises) an abort when not in standalone mode
         _interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _click_exception_modules() -> list[Any]:
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(__import__(name, fromlist=["ClickException"]))
+        except ImportError:
+            pass
+    return mods
 
 
 def _interrupted() -> None:

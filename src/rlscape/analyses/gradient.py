@@ -32,6 +32,7 @@ from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, _noise_spec, _NoiseTable, reset_seed, select_actions
 from rlscape.core.params import NamedArrays, select_names
 from rlscape.core.policy import CATEGORICAL, GAUSSIAN, SQUASHED, Agent
+from rlscape.core.runs import is_training_run, select_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -468,39 +469,11 @@ def _off_policy_update(model: Any, zip_path: Path, b: int) -> None:
 # -- checkpoints and training runs ------------------------------------------------------------------
 # A minimal private copy of rlscape.core.runs (same semantics) until that module is merged.
 
-_CKPT_DIR = "checkpoints"
-
-
-def _is_training_run(path: Path) -> bool:
-    d = Path(path) / _CKPT_DIR
-    return d.is_dir() and any(p.is_dir() and p.name.isdigit() for p in d.iterdir())
-
-
-def _list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    d = Path(run_dir) / _CKPT_DIR
-    return sorted((int(p.name), p) for p in d.iterdir() if p.is_dir() and p.name.isdigit() and (p / "model.zip").is_file())
-
-
-def _select_checkpoints(run_dir: Path, spec: str | None) -> list[tuple[int, Path]]:
-    found = _list_checkpoints(run_dir)
-    if spec is None or spec.strip() in ("", "all"):
-        return found
-    try:
-        wanted = [int(s) for s in spec.split(",") if s.strip()]
-    except ValueError:
-        raise RlscapeError(f"--checkpoints must be 'all' or comma-separated steps, not {spec!r}") from None
-    by_step = dict(found)
-    missing = [w for w in wanted if w not in by_step]
-    if missing:
-        raise RlscapeError(f"step(s) {missing} are not checkpoints of {run_dir}; available: {', '.join(str(s) for s, _ in found)}")
-    return [(w, by_step[w]) for w in wanted]
-
-
 def targets(source: str | Path, checkpoints: str | None = None) -> list[tuple[int | None, Path]]:
     """``[(None, checkpoint)]`` for one checkpoint, or ``[(step, folder), ...]`` for a training run."""
     path = Path(source)
-    if path.is_dir() and _is_training_run(path):
-        found = _select_checkpoints(path, checkpoints)
+    if path.is_dir() and is_training_run(path):
+        found = select_checkpoints(path, checkpoints)
         if not found:
             raise RlscapeError(f"{path} is a training run without readable checkpoints (checkpoints/<step>/model.zip)")
         return [(s, p) for s, p in found]
