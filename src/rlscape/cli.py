@@ -333,6 +333,8 @@ def stepsize(
     hi: Annotated[float, typer.Option("--hi", help="Largest step searched (α* = hi when J never falls).")] = 1e3,
     precision: Annotated[float, typer.Option("--precision", help="Stop when the bracket's ratio is ≤ 1 + this.")] = 0.02,
     ladder: Annotated[int, typer.Option("--ladder", help="Steps evaluated together per round (one batched call).")] = 12,
+    scale: ScaleOpt = None,
+    gradient_episodes: GradEpisodes = 100,
     all_checkpoints: AllCkpts = False,
     checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: only these steps a,b,c.")] = None,
     env: EnvOpt = None,
@@ -358,8 +360,8 @@ def stepsize(
     over_run = _over_training(target, all_checkpoints, checkpoints)
     spec = validated(StepSizeSpec, checkpoint=str(target), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
                      algo=algo, direction=direction, normalization=normalization, bias=bias, params=params,
-                     tolerance=tolerance, lo=lo, hi=hi, rel_precision=precision, ladder=ladder,
-                     evaluation=_eval(episodes, steps, seed, deterministic))
+                     tolerance=tolerance, lo=lo, hi=hi, rel_precision=precision, ladder=ladder, scale=scale,
+                     gradient_episodes=gradient_episodes, evaluation=_eval(episodes, steps, seed, deterministic))
     if over_run:
         ds = stepsize_over_training(target, spec, out, checkpoints=checkpoints, overwrite=overwrite,  # type: ignore[arg-type]
                                     workers=workers, max_envs=max_envs)

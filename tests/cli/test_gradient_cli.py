@@ -27,6 +27,7 @@ def training_run(cartpole_ppo: Path, tmp_path: Path) -> Path:
         shutil.copy(src / "model.zip", ck / "model.zip")
         (ck / "checkpoint.json").write_text(json.dumps({"step": step, "wall_time_s": 1.0, "recent_returns": [20.0, 30.0 + step / 1000], "episodes": 10}))
     (run / "env.json").write_text(json.dumps({"env_id": "CartPole-v1", "env_kwargs": {}, "algo": "ppo"}))
+    (run / "train.json").write_text(json.dumps({"env_id": "CartPole-v1", "algo": "ppo", "status": "complete"}))
     return run
 
 
@@ -98,7 +99,7 @@ def test_over_a_training_run_one_result_per_checkpoint(training_run, tmp_path, c
     assert code == 0, err
     assert list(xr.open_zarr(g / "results.zarr").step.values) == [4096] and (g / "steps" / "0000004096" / "gradient.npz").is_file()
     code, _, err = run_cli(["gradient", training_run, "--out", tmp_path / "bad", "--checkpoints", "5"], capsys)
-    assert code == 2 and "available: 3072, 4096" in err
+    assert code == 2 and "available steps: 3072, 4096" in err
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -63,7 +63,6 @@ def test_stepsize_on_one_checkpoint(cartpole_ppo, tmp_path, capsys):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--tolerance", "-1"], "--tolerance"),
     (["--lo", "5", "--hi", "1"], "--lo and --hi"),
-    (["--direction", "gradient"], "gradient"),
     (["--direction", "nope.npz"], "nope.npz"),
     (["--checkpoints", "0"], "training run"),
 ])
@@ -140,3 +139,12 @@ def test_cliffs_refuses_a_run_that_is_not_a_line_over_training(cartpole_ppo, tmp
 def test_a_training_run_needs_all_checkpoints(tiny_ppo_run, tmp_path, capsys):
     code, _, err = run_cli(["stepsize", tiny_ppo_run, "--out", tmp_path / "x", *FAST], capsys)
     assert code == 2 and "--all-checkpoints" in err
+
+
+def test_stepsize_along_the_gradient(cartpole_ppo, tmp_path, capsys):
+    out = tmp_path / "grad"
+    code, _, err = run_cli(["stepsize", cartpole_ppo, "--out", out, "--direction", "gradient", "--gradient-episodes", "8", *FAST], capsys)
+    assert code == 0, err
+    ds = xr.open_zarr(out / "results.zarr")
+    assert ds.attrs["direction_kind"] == "gradient" and "policy gradient" in ds.attrs["direction_label"]
+    assert (out / "directions" / "dir1.npz").is_file()

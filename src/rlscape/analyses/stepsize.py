@@ -206,6 +206,8 @@ class StepSizeSpec(BaseModel):
     hi: float = 1e3
     rel_precision: float = 0.02
     ladder: int = 12
+    scale: Literal["unit", "match", "raw"] | None = None
+    gradient_episodes: int = 100
     evaluation: EvalSpec = EvalSpec()
 
     @field_validator("checkpoint", "vecnormalize")
@@ -229,7 +231,8 @@ class StepSizeSpec(BaseModel):
         """The same direction request as a line, so directions resolve exactly as for lines and planes."""
         return SurfaceSpec(kind="line", checkpoint=self.checkpoint, env_id=self.env_id, vecnormalize=self.vecnormalize,
                            algo=self.algo, grid=(2,), ranges=((0.0, 1.0),), directions=(self.direction,),
-                           normalization=self.normalization, bias=self.bias, params=self.params, evaluation=self.evaluation)
+                           normalization=self.normalization, bias=self.bias, params=self.params, evaluation=self.evaluation,
+                           scale=self.scale, gradient_episodes=self.gradient_episodes)
 
 
 _EVALS = "evaluations.npz"
