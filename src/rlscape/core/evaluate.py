@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
-from torch.func import functional_call, vmap
 
+from rlscape.core.forward import make_forward
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
 
@@ -159,12 +159,7 @@ class PopulationEvaluator:
         self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
         self.envs: list[gym.Env] = []
         self.width, self.noise_kind = _noise_spec(agent)
-        head = agent.head
-
-        def single(params: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
-            return functional_call(head, params, (obs,))
-
-        self._forward = vmap(single, in_dims=(0, 0))
+        self._forward = make_forward(agent.head)  # vmap for MLP heads, a per-point loop for CNNs
 
     # -- parameters -----------------------------------------------------------------------------
     def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
