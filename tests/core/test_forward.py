@@ -155,3 +155,39 @@ def test_heads_that_cannot_be_copied_are_evaluated_without_touching_them(strateg
     for n, p in head.named_parameters():
         torch.testing.assert_close(p + 0, before[n], rtol=0, atol=0)
     assert head.out2.weight is head.out.weight
+
+
+def test_cnn_agent_results_do_not_depend_on_the_batch(tmp_path):
+    """Through the evaluator: a CNN agent's point gives the same games alone as among others."""
+    import ale_py
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from rlscape.core.directions import random_direction
+    from rlscape.core.evaluate import Budget, PopulationEvaluator
+
+    env_id = "BreakoutNoFrameskip-v4"
+    gym.register_envs(ale_py)
+    venv = VecFrameStack(make_atari_env(env_id, n_envs=1, seed=0), 4)
+    PPO("CnnPolicy", venv, n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "model.zip")
+    venv.close()
+    agent = load_checkpoint(tmp_path / "model.zip", env_id)
+    theta = agent.parameters("actor")
+    dirs = [random_direction(theta, 0, i).values for i in range(2)]
+    coords = np.array([[0.0, 0.0], [0.4, -0.3], [-0.5, 0.2]])  # small: untrained policies that still FIRE
+
+    def run(c: np.ndarray):
+        ev = PopulationEvaluator(agent, theta, dirs, seed=5, deterministic=False)
+        assert isinstance(ev._forward, type(make_forward(agent.head, "loop")))
+        try:
+            return ev.evaluate(c, Budget(episodes=1))
+        finally:
+            ev.close()
+
+    together = run(coords)
+    alone = run(coords[1:2])
+    np.testing.assert_array_equal(alone.returns[0], together.returns[1])
+    np.testing.assert_array_equal(alone.lengths[0], together.lengths[1])
+    np.testing.assert_array_equal(alone.value_sums[0], together.value_sums[1])  # one point's own kernels: bit for bit
+    assert len(np.unique(together.value_sums)) == 3  # and each point is evaluated with its own parameters
