@@ -65,3 +65,31 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], 
         return _shared(tmp_path_factory, f"untrained_{algo}_{env_id.replace('/', '_')}", build) / "model.zip"
 
     return get
+
+
+# -- training runs written by `rlscape train`, for the over-training analyses -----------------------
+
+def _train(path: Path, algo: str, env_id: str, steps: int, save_every: int, hyperparams: dict) -> None:
+    from rlscape.analyses.train import train
+
+    train(env_id, algo, steps=steps, out=path, save_every=save_every, seed=0, n_envs=1, hyperparams=hyperparams,
+          device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PPO on CartPole-v1, checkpoints at steps 0, 512, 1024, 1536 (on-policy, discrete actions)."""
+    def build(path: Path) -> None:
+        _train(path / "run", "ppo", "CartPole-v1", 1536, 512, {"n_steps": 256, "batch_size": 64, "n_epochs": 4})
+
+    return _shared(tmp_path_factory, "ppo_run", build) / "run"
+
+
+@pytest.fixture(scope="session")
+def sac_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SAC on Pendulum-v1, checkpoints at steps 0, 100, 200 (off-policy, continuous actions)."""
+    def build(path: Path) -> None:
+        _train(path / "run", "sac", "Pendulum-v1", 200, 100,
+               {"learning_starts": 50, "buffer_size": 1000, "batch_size": 64, "policy_kwargs": {"net_arch": [32, 32]}})
+
+    return _shared(tmp_path_factory, "sac_run", build) / "run"

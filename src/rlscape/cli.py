@@ -37,8 +37,13 @@ Bias = Annotated[str, typer.Option("--bias", help="ignore|normalize: 1-D tensors
 Params = Annotated[str, typer.Option("--params", help="Which parameters move: actor|all|critic.")]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")]
 MaxEnvs = Annotated[int | None, typer.Option("--max-envs", help="Envs stepped at once per worker (memory bound); default 512, MuJoCo 64, Atari 32.")]
+GenericEnvs = Annotated[bool, typer.Option("--generic-envs", help="Step Gymnasium's own envs even where a native batched env exists (same results, slower).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished or different run in --out.")]
+ScaleOpt = Annotated[str | None, typer.Option("--scale", help="unit|match|raw: scale of gradient/eigenvector/file directions (default: gradient match, files as stored).")]
+GradEpisodes = Annotated[int, typer.Option("--gradient-episodes", help="Episodes of the REINFORCE estimate behind a `gradient` direction.")]
 PlotOpt = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the figures when done.")]
+AllCkpts = Annotated[bool, typer.Option("--all-checkpoints", help="CHECKPOINT is a training run: one analysis per checkpoint (dim step).")]
+Ckpts = Annotated[str | None, typer.Option("--checkpoints", help="CHECKPOINT is a training run: only these steps, e.g. 0,10000,20000.")]
 
 
 def _pair(text: str, what: str, cast: type = float) -> tuple[Any, Any]:
@@ -66,11 +71,11 @@ def _finish(ds: Any, out: Path, plot: bool) -> None:
         _plot(out, ds)
 
 
-def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] = ("png", "pdf")) -> None:
+def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] = ("png", "pdf"), gif: bool = True) -> None:
     from rlscape.plots import render_run
 
     try:
-        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats)
+        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats, gif=gif)
     except ValueError as exc:
         raise RlscapeError(str(exc)) from None
     typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
@@ -85,8 +90,8 @@ def plane(
     algo: AlgoOpt = None,
     grid: Annotated[str, typer.Option("--grid", "-g", help="Odd grid size G, or G1,G2.")] = "21",
     magnitude: Annotated[str, typer.Option("--magnitude", "-m", help="Offsets span [-M, M] along each direction; or M1,M2.")] = "1.0",
-    dir1: Annotated[str, typer.Option("--dir1", help="random | PATH to a direction .npz keyed by parameter name.")] = "random",
-    dir2: Annotated[str, typer.Option("--dir2", help="random | PATH to a direction .npz.")] = "random",
+    dir1: Annotated[str, typer.Option("--dir1", help="random | gradient | PATH to a direction .npz keyed by parameter name.")] = "random",
+    dir2: Annotated[str, typer.Option("--dir2", help="random | gradient | PATH to a direction .npz.")] = "random",
     episodes: Episodes = None,
     steps: Steps = None,
     seed: Seed = 0,
@@ -96,10 +101,19 @@ def plane(
     params: Params = "actor",
     workers: Workers = None,
     max_envs: MaxEnvs = None,
+    generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Ckpts = None,
+    scale: ScaleOpt = None,
+    gradient_episodes: GradEpisodes = 100,
 ) -> None:
-    """Return on the plane θ0 + α·d1 + β·d2 around a checkpoint (dims alpha, beta, episode)."""
+    """Return on the plane θ0 + α·d1 + β·d2 around a checkpoint (dims alpha, beta, episode).
+
+    With a training run and --all-checkpoints/--checkpoints: one plane per checkpoint (dims step,
+    alpha, beta, episode); --dir1/--dir2 may then be a folder of <step>.npz or a template with {step}.
+    """
     from rlscape.analyses.surface import run_surface
     from rlscape.core.spec import SurfaceSpec, validated
 
@@ -108,8 +122,13 @@ def plane(
     spec = validated(SurfaceSpec, kind="plane", checkpoint=str(checkpoint), env_id=env,
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=g,
                      ranges=((-m[0], m[0]), (-m[1], m[1])), directions=(dir1, dir2), normalization=normalization,
-                     bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic))
-    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+                     bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic),
+                     scale=scale, gradient_episodes=gradient_episodes)
+    if _over_training(checkpoint, all_checkpoints, checkpoints):
+        _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
+        return
+    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                     generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
 
@@ -117,7 +136,7 @@ def plane(
 def line(
     checkpoint: Annotated[Path, typer.Argument(help="Folder with model.zip (+ vecnormalize.pkl, env.json) or an SB3 .zip.")],
     out: Out,
-    direction: Annotated[str, typer.Option("--direction", "-d", help="random | PATH to a direction .npz | CHECKPOINT2 (interpolate θ1→θ2).")] = "random",
+    direction: Annotated[str, typer.Option("--direction", "-d", help="random | gradient | PATH to a direction .npz | CHECKPOINT2 (interpolate θ1→θ2).")] = "random",
     points: Annotated[int, typer.Option("--points", "-n", help="Points on the line, both ends included.")] = 21,
     range_: Annotated[str | None, typer.Option("--range", help="A,B offsets (default -1,1; 0,1 for an interpolation). Write --range=-1,1.")] = None,
     env: EnvOpt = None,
@@ -132,10 +151,19 @@ def line(
     params: Params = "actor",
     workers: Workers = None,
     max_envs: MaxEnvs = None,
+    generic_envs: GenericEnvs = False,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Ckpts = None,
+    scale: ScaleOpt = None,
+    gradient_episodes: GradEpisodes = 100,
 ) -> None:
-    """Return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 toward a second checkpoint (dims alpha, episode)."""
+    """Return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 toward a second checkpoint (dims alpha, episode).
+
+    With a training run and --all-checkpoints/--checkpoints: one line per checkpoint (dims step,
+    alpha, episode); --direction may then be a folder of <step>.npz or a template with {step}.
+    """
     from rlscape.analyses.surface import _is_checkpoint, run_surface
     from rlscape.core.spec import SurfaceSpec, validated
 
@@ -146,8 +174,13 @@ def line(
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(checkpoint), env_id=env,
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=(points,),
                      ranges=(rng,), directions=(direction,), normalization=normalization, bias=bias, params=params,
-                     evaluation=_eval(episodes, steps, seed, deterministic))
-    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+                     evaluation=_eval(episodes, steps, seed, deterministic),
+                     scale=scale, gradient_episodes=gradient_episodes)
+    if _over_training(checkpoint, all_checkpoints, checkpoints):
+        _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
+        return
+    ds = run_surface(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                     generic_envs=generic_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
 
@@ -156,12 +189,68 @@ def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by rlscape.")],
     log_scale: Annotated[bool, typer.Option("--log-scale", help="Symmetric-log colour/y scale (off unless asked).")] = False,
     formats: Annotated[str, typer.Option("--formats", help="Static formats, comma-separated.")] = "png,pdf",
+    gif: Annotated[bool, typer.Option("--gif", help="Planes over training: also surface.gif (+ surface.mp4 when ffmpeg is installed).")] = False,
 ) -> None:
-    """Draw what RUN_DIR holds: planes as 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands."""
+    """Draw what RUN_DIR holds: planes as 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands.
+
+    Over training: a curve with ±SEM bands; planes as small multiples (and a GIF with --gif);
+    lines as a step × offset heat map and 3-D lines.
+    """
     from rlscape.core.results import load
 
     ds = load(run_dir)
-    _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f))
+    if gif and not ("step" in ds.dims and ds.attrs.get("kind") == "plane"):
+        raise RlscapeError(f"--gif needs planes over training (rlscape plane RUN --all-checkpoints); {run_dir} holds a single {ds.attrs.get('kind')}")
+    _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f), gif=gif)
+
+
+def _over_training(checkpoint: Path, all_checkpoints: bool, checkpoints: str | None) -> bool:
+    """Whether CHECKPOINT is analysed checkpoint by checkpoint; refuses ambiguous input."""
+    from rlscape.core.runs import is_training_run
+
+    if all_checkpoints and checkpoints is not None:
+        raise RlscapeError("give --all-checkpoints or --checkpoints a,b,c, not both")
+    wanted = all_checkpoints or checkpoints is not None
+    if wanted and not is_training_run(checkpoint):
+        raise RlscapeError(f"{checkpoint} is not a training run (no checkpoints/ folder); drop --all-checkpoints/--checkpoints or give a run folder")
+    if not wanted and is_training_run(checkpoint):
+        raise RlscapeError(f"{checkpoint} is a training run; pass --all-checkpoints or --checkpoints a,b,c, or give one checkpoint folder")
+    return wanted
+
+
+def _surface_over_training(spec: Any, out: Path, checkpoints: str | None, overwrite: bool, workers: int | None,
+                           max_envs: int | None, plot: bool, generic_envs: bool = False) -> None:
+    from rlscape.analyses.overtrain import run_surface_over_training
+
+    ds = run_surface_over_training(spec, out, checkpoints=checkpoints, overwrite=overwrite, workers=workers, max_envs=max_envs,
+                                   generic_envs=generic_envs)
+    _finish(ds, out, plot)
+
+
+@app.command()
+def curve(
+    run: Annotated[Path, typer.Argument(help="A training run: DIR/checkpoints/<step>/model.zip (as `rlscape train` writes).")],
+    out: Out,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="Only these steps, e.g. 0,10000 (default: all).")] = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    episodes: Episodes = None,
+    steps: Steps = None,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Checkpoints evaluated at once, one per process (default: all cores).")] = None,
+    max_envs: MaxEnvs = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Training curve: the return of each checkpoint, same episodes for all (dims step, episode), plotted ±SEM."""
+    from rlscape.analyses.overtrain import CurveSpec, run_curve
+    from rlscape.core.spec import validated
+
+    spec = validated(CurveSpec, run=str(run), checkpoints=checkpoints.strip() if checkpoints else "all", env_id=env, algo=algo,
+                     evaluation=_eval(episodes, steps, seed, deterministic))
+    ds = run_curve(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+    _finish(ds, out, plot)
 
 
 @app.command()
@@ -202,6 +291,251 @@ def quickstart(
     typer.echo(f"quickstart done in {time.perf_counter() - t0:.0f} s: agent {agent_dir}, plane {plane_dir}")
 
 
+@app.command()
+def train(
+    env_id: Annotated[str, typer.Argument(help="Gymnasium env id (module:Env-v0 for custom envs; Atari ids get SB3's Atari preprocessing).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Training run directory (checkpoints/, env.json, train.json).")],
+    steps: Annotated[int, typer.Option("--steps", help="Total env steps (on-policy runs end at the next full rollout).")],
+    algo: Annotated[str, typer.Option("--algo", help="ppo|a2c|trpo|sac|td3|ddpg|dqn.")] = "ppo",
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Checkpoint every K steps (default steps/10); step 0 and the last step are always saved.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the model, the envs and the exploration.")] = 0,
+    n_envs: Annotated[int | None, typer.Option("--n-envs", help="Parallel training envs (default: the tuned value).")] = None,
+    hyperparams: Annotated[str | None, typer.Option("--hyperparams", help="Overrides of the tuned defaults: a YAML/JSON file or inline '{\"learning_rate\": 3e-4}'.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (GPU for CNN policies when there is one) | cpu | cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    replay_buffer: Annotated[bool, typer.Option("--replay-buffer/--no-replay-buffer", help="Save the replay buffer with each checkpoint (off-policy).")] = True,
+) -> None:
+    """Train an SB3 agent, saving whole checkpoints (model + optimizer, VecNormalize, replay buffer) as it goes."""
+    from rlscape.analyses.train import train as run_training
+    from rlscape.core.runs import list_checkpoints
+
+    try:
+        run_training(env_id, algo, steps=steps, out=out, save_every=save_every, seed=seed, n_envs=n_envs,
+                     hyperparams=hyperparams, device=device, resume=resume, replay_buffer=replay_buffer)
+    except KeyboardInterrupt:
+        done = list_checkpoints(out)
+        last = f"step {done[-1][0]}" if done else "nothing"
+        typer.echo(f"interrupted: checkpoints up to {last} are saved in {out}; rerun with --resume to continue", err=True)
+        sys.exit(130)
+    done = list_checkpoints(out)
+    typer.echo(f"checkpoints: {out / 'checkpoints'}/  ({len(done)}, steps {done[0][0]} … {done[-1][0]})")
+
+
+# -- step size and cliffs (methods.md §6) ---------------------------------------------------------
+
+@app.command()
+def stepsize(
+    target: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip, or an SB3 .zip) or a training run (DIR/checkpoints/<step>/).")],
+    out: Out,
+    direction: Annotated[str, typer.Option("--direction", "-d", help="random | gradient | PATH to a direction .npz | CHECKPOINT2 (d = θ2 − θ1).")] = "random",
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Keep J(θ+α·d) ≥ J(θ) − tol·|J(θ)|.")] = 0.05,
+    lo: Annotated[float, typer.Option("--lo", help="Smallest step searched.")] = 1e-7,
+    hi: Annotated[float, typer.Option("--hi", help="Largest step searched (α* = hi when J never falls).")] = 1e3,
+    precision: Annotated[float, typer.Option("--precision", help="Stop when the bracket's ratio is ≤ 1 + this.")] = 0.02,
+    ladder: Annotated[int, typer.Option("--ladder", help="Steps evaluated together per round (one batched call).")] = 12,
+    all_checkpoints: AllCkpts = False,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: only these steps a,b,c.")] = None,
+    env: EnvOpt = None,
+    vecnormalize: VecNorm = None,
+    algo: AlgoOpt = None,
+    episodes: Episodes = None,
+    steps: Steps = None,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    normalization: Norm = "filter",
+    bias: Bias = "ignore",
+    params: Params = "actor",
+    workers: Workers = None,
+    max_envs: MaxEnvs = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Largest step α along a direction that keeps the return within --tolerance (per checkpoint with --all-checkpoints)."""
+    from rlscape.analyses.stepsize import StepSizeSpec, stepsize_over_training
+    from rlscape.analyses.stepsize import stepsize as run_stepsize
+    from rlscape.core.spec import validated
+
+    over_run = _over_training(target, all_checkpoints, checkpoints)
+    spec = validated(StepSizeSpec, checkpoint=str(target), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
+                     algo=algo, direction=direction, normalization=normalization, bias=bias, params=params,
+                     tolerance=tolerance, lo=lo, hi=hi, rel_precision=precision, ladder=ladder,
+                     evaluation=_eval(episodes, steps, seed, deterministic))
+    if over_run:
+        ds = stepsize_over_training(target, spec, out, checkpoints=checkpoints, overwrite=overwrite,  # type: ignore[arg-type]
+                                    workers=workers, max_envs=max_envs)
+        for s, a, st, j in zip(ds.step.values, ds.alpha_star.values, ds.status.values, ds.j0.values, strict=True):
+            typer.echo(f"step {int(s):>10d}  J(θ) = {j:10.4g}  α* = {a:10.4g}  ({st})")
+    else:
+        ds = run_stepsize(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
+        a = ds.attrs
+        typer.echo(f"α* = {a['alpha_star']:.4g} ({a['status']}; bracket [{a['bracket_lo']:.4g}, {a['bracket_hi']:.4g}]), "
+                   f"J(θ) = {a['j0']:.4g}, threshold {a['threshold']:.4g}, {a['n_evaluations']} evaluations in {a['n_rounds']} rounds")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.cliffs import plot_stepsize
+
+        files = plot_stepsize(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+
+@app.command()
+def cliffs(
+    line_run: Annotated[Path, typer.Argument(help="A line over training: results with dims (step, alpha[, episode]).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the labels go (default LINE_RUN/cliffs).")] = None,
+    min_fall: Annotated[float, typer.Option("--min-fall", help="Cliff if J falls by at least this fraction of |J(θ)| within the first step.")] = 0.5,
+    min_range_fraction: Annotated[float, typer.Option("--min-range-fraction", help="… and the fall exceeds this fraction of the global range.")] = 0.25,
+    first_step: Annotated[float | None, typer.Option("--first-step", help="Offsets in (0, this] count as the first step (default: the first grid offset).")] = None,
+    side: Annotated[str, typer.Option("--side", help="positive|negative|both: which side of the line to walk.")] = "positive",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Label each checkpoint of a line over training cliff / non-cliff (methods.md §6) and colour the plot."""
+    from rlscape.analyses.cliffs import run_cliffs
+
+    labels, line_ds, where = run_cliffs(line_run, out, min_relative_fall=min_fall, min_range_fraction=min_range_fraction,
+                                        first_step=first_step, side=side, overwrite=overwrite)  # type: ignore[arg-type]
+    for s, c, j0, rel in zip(labels.step.values, labels.cliff.values, labels.j0.values, labels.relative_fall.values, strict=True):
+        typer.echo(f"step {int(s):>10d}  J(θ) = {j0:10.4g}  fall {100 * rel:7.1f} %  {'CLIFF' if c else 'non-cliff'}")
+    typer.echo(f"{int(labels.cliff.sum())} of {labels.sizes['step']} checkpoints are cliffs; labels: {where / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.cliffs import plot_cliffs
+
+        files = plot_cliffs(line_ds, labels, where / "plots")
+        typer.echo(f"figures: {where / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+def _steps(text: str | None, what: str) -> list[int]:
+    if text is None:
+        return []
+    try:
+        return [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise RlscapeError(f"{what} must be training steps separated by commas, not {text!r}") from None
+
+
+@app.command("cliff-dive")
+def cliff_dive(
+    run: Annotated[Path, typer.Argument(help="A training run (DIR/checkpoints/<step>/) of a PPO/A2C agent.")],
+    out: Out,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Cliff labels: the output of `rlscape cliffs` (or a line run holding cliffs/).")] = None,
+    cliff_steps: Annotated[str | None, typer.Option("--cliff", help="Instead of --labels: steps labelled cliff, a,b,c.")] = None,
+    non_cliff_steps: Annotated[str | None, typer.Option("--non-cliff", help="Instead of --labels: steps labelled non-cliff.")] = None,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="Only these labelled steps (a,b,c; default all).")] = None,
+    trials: Annotated[int, typer.Option("--trials", help="Independent updates per checkpoint and algorithm.")] = 5,
+    episodes: Annotated[int, typer.Option("--episodes", "-e", help="Evaluation episodes before and after each update.")] = 100,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    workers: Workers = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """One A2C and one PPO update (configured alike) at cliff and non-cliff checkpoints; Welch t-test of the changes."""
+    from rlscape.analyses.cliffs import cliff_dive as run_dive
+    from rlscape.analyses.cliffs import dive_table, read_labels
+
+    if labels is not None and (cliff_steps or non_cliff_steps):
+        raise RlscapeError("give --labels or --cliff/--non-cliff steps, not both")
+    if labels is not None:
+        lab = read_labels(labels)
+        label = {int(s): bool(c) for s, c in zip(lab.step.values, lab.cliff.values, strict=True)}
+    elif cliff_steps or non_cliff_steps:
+        label = {s: True for s in _steps(cliff_steps, "--cliff")}
+        both = set(label) & set(_steps(non_cliff_steps, "--non-cliff"))
+        if both:
+            raise RlscapeError(f"step(s) {', '.join(map(str, sorted(both)))} are labelled both cliff and non-cliff; label each once")
+        label.update({s: False for s in _steps(non_cliff_steps, "--non-cliff")})
+    else:
+        raise RlscapeError("say which checkpoints are cliffs: --labels CLIFFS_DIR (from `rlscape cliffs`) or --cliff a,b --non-cliff c,d")
+    if checkpoints is not None:
+        keep = _steps(checkpoints, "--checkpoints")
+        unknown = [s for s in keep if s not in label]
+        if unknown:
+            raise RlscapeError(f"--checkpoints {', '.join(map(str, unknown))} carry no label; labelled: {', '.join(map(str, sorted(label)))}")
+        label = {s: label[s] for s in keep}
+    steps = sorted(label)
+    ds = run_dive(run, steps, [label[s] for s in steps], out, trials=trials, episodes=episodes, seed=seed,
+                  deterministic=deterministic, workers=workers, overwrite=overwrite)
+    typer.echo(dive_table(ds))
+    typer.echo(f"results: {out / 'results.zarr'}")
+
+
+@app.command()
+def gradient(
+    source: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip) or a training run directory.")],
+    out: Out,
+    episodes: Annotated[int | None, typer.Option("--episodes", "-e", help="Episodes of the estimate (default 100 unless --steps).")] = None,
+    steps: Steps = None,
+    kind: Annotated[str, typer.Option("--kind", help="reinforce (score-function gradient) | update (the algorithm's own step from its saved state).")] = "reinforce",
+    baseline: Annotated[str, typer.Option("--baseline", help="mean|critic|none baseline of REINFORCE.")] = "mean",
+    gamma: Annotated[float, typer.Option("--gamma", help="Discount of the reward-to-go (1 = the undiscounted J).")] = 1.0,
+    batches: Annotated[int, typer.Option("--batches", help="Independent batches for the standard error.")] = 10,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    params: Params = "actor",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Policy-gradient estimate (or update step) saved as a direction file, with its norm and standard error."""
+    from rlscape.analyses.gradient import run_gradient
+
+    if episodes is None and steps is None:
+        episodes = 100
+    ds = run_gradient(source, out, episodes=episodes, steps=steps, kind=kind, baseline=baseline, gamma=gamma, which=params,
+                      seed=seed, n_batches=batches, checkpoints=checkpoints, env_id=env, algo=algo, overwrite=overwrite)
+    where = out / "directions" / "gradient.npz" if "step" not in ds.dims else out / "steps" / "<step>" / "gradient.npz"
+    if "step" not in ds.dims:
+        typer.echo(f"‖g‖ = {float(ds.grad_norm):.6g} ± {float(ds.grad_stderr):.3g} (standard error)")
+    typer.echo(f"direction: {where}  (use it with --dir1/--direction; results: {out / 'results.zarr'})")
+    if plot and "step" in ds.dims:
+        from rlscape.plots.curvature import plot_over_training
+
+        files = plot_over_training(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+@app.command()
+def hessian(
+    source: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip) or a training run directory.")],
+    out: Out,
+    episodes: Annotated[int, typer.Option("--episodes", "-e", help="Episodes in the fixed batch the Hessian is estimated on.")] = 100,
+    k: Annotated[int, typer.Option("--k", help="Eigenpairs at each end of the spectrum.")] = 1,
+    tol: Annotated[float, typer.Option("--tol", help="eigsh tolerance.")] = 1e-6,
+    trace_vectors: Annotated[int, typer.Option("--trace-vectors", help="Hutchinson probe vectors (0: skip the trace).")] = 10,
+    slq_vectors: Annotated[int, typer.Option("--slq-vectors", help="SLQ start vectors (0: skip the density).")] = 4,
+    slq_steps: Annotated[int, typer.Option("--slq-steps", help="Lanczos steps per SLQ vector.")] = 30,
+    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    params: Params = "actor",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Policy-Hessian eigenpairs (Lanczos LA/SA), trace and spectral density on a fixed batch of episodes."""
+    from rlscape.analyses.hessian import run_hessian
+
+    if trace_vectors == 1:
+        raise RlscapeError("--trace-vectors must be 0 (skip) or at least 2")
+    ds = run_hessian(source, out, episodes=episodes, k=k, seed=seed, which=params, tol=tol, trace_vectors=trace_vectors,
+                     slq_vectors=slq_vectors, slq_steps=slq_steps, checkpoints=checkpoints, env_id=env, algo=algo,
+                     overwrite=overwrite)
+    if "step" not in ds.dims:
+        typer.echo(f"λ_max = {float(ds.lambda_max):.6g}, λ_min = {float(ds.lambda_min):.6g}, −λ_max/λ_min = {float(ds.curvature_ratio):.4g}"
+                   f" ({int(ds.n_hvp)} Hessian-vector products, {float(ds.hvp_per_s):.1f}/s)")
+        if (out / "directions" / "eig_max_1.npz").is_file():
+            typer.echo(f"eigenvectors: {out / 'directions'}/eig_max_1.npz, eig_min_1.npz …  (use with --dir1/--dir2)")
+    else:
+        typer.echo(f"eigenvectors: {out / 'steps'}/<step>/directions/")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.curvature import plot_curvature
+
+        files = plot_curvature(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, exit code 2, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s" if "-v" in sys.argv else "%(message)s")
@@ -214,19 +548,30 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            _interrupted()
+    except Exception as exc:  # click's own usage errors (typer ≥ 0.20 ships its own copy of click)
+        for exceptions in _click_exception_modules():
+            if isinstance(exc, exceptions.ClickException):  # one line, like every other user error
+                ctx = getattr(exc, "ctx", None)
+                hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+                typer.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
+                sys.exit(exc.exit_code)
+            if isinstance(exc, exceptions.Abort):
+                _interrupted()
         raise
     if code == 130:  # typer returns (rather than raises) an abort when not in standalone mode
         _interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _click_exception_modules() -> list[Any]:
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(__import__(name, fromlist=["ClickException"]))
+        except ImportError:
+            pass
+    return mods
 
 
 def _interrupted() -> None:

@@ -201,6 +201,8 @@ BAD = {
     "out is a file": (lambda t, c: ["plane", c, "--out", _file(t)], "is a file"),
     "zero workers": (lambda t, c: ["plane", c, "--workers", "0", "--grid", "1", "--episodes", "1", "--out", t / "o"], "--workers"),
     "plot of nothing": (lambda t, c: ["plot", t], "no results"),
+    "missing argument": (lambda t, c: ["plane"], "Missing argument"),
+    "unknown option": (lambda t, c: ["plane", c, "--out", t / "o", "--bogus"], "No such option: --bogus"),
 }
 
 

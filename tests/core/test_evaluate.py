@@ -159,3 +159,46 @@ def test_other_action_heads_agree_with_sb3(untrained, algo, env_id, deterministi
     theirs, _ = evaluate_policy(model, make_vec_env(env_id, n_envs=4, seed=17), n_eval_episodes=n,
                                 deterministic=deterministic, return_episode_rewards=True)
     _agree(ours, np.asarray(theirs, float))
+
+
+# -- fast paths: the same numbers as the general ones ----------------------------------------------
+
+@pytest.mark.parametrize(("algo", "env_id"), [("ppo", "CartPole-v1"), ("ppo", "Pendulum-v1"), ("a2c", "Acrobot-v1"),
+                                               ("dqn", "MountainCar-v0"), ("sac", "MountainCarContinuous-v0")])
+def test_native_envs_give_the_generic_results(untrained, algo, env_id):
+    agent = load_checkpoint(untrained(algo, env_id), env_id)
+    theta = agent.parameters("actor")
+    dirs = [random_direction(theta, 0, i).values for i in range(2)]
+    coords = _plane_coords(3, 0.5)
+    runs = []
+    for generic in (False, True):
+        ev = PopulationEvaluator(agent, theta, dirs, seed=1, deterministic=False, max_envs=64, generic=generic)
+        assert (type(ev.venv).__name__ == "GymVecEnv") == generic
+        runs.append(ev.evaluate(coords, Budget(episodes=3)))
+    native, generic = runs
+    np.testing.assert_array_equal(native.lengths, generic.lengths)
+    np.testing.assert_array_equal(native.returns, generic.returns)
+    np.testing.assert_array_equal(native.value_sums, generic.value_sums)
+
+
+@pytest.mark.parametrize(("algo", "env_id"), [("ppo", "CartPole-v1"), ("ppo", "Pendulum-v1"), ("trpo", "Acrobot-v1"),
+                                               ("sac", "Pendulum-v1"), ("td3", "Pendulum-v1"), ("dqn", "CartPole-v1")])
+@pytest.mark.parametrize("which", ["actor", "all"])
+def test_fast_mlp_forward_equals_the_vmap_forward(untrained, algo, env_id, which):
+    from torch.func import functional_call, vmap
+
+    from rlscape.core.fastmlp import fast_mlp_forward
+
+    agent = load_checkpoint(untrained(algo, env_id), env_id)
+    fast = fast_mlp_forward(agent.head)
+    assert fast is not None, "SB3 MLP heads take the fast path"
+    theta = agent.parameters(which)
+    dirs = [random_direction(theta, 0, i).values for i in range(2)]
+    ev = PopulationEvaluator(agent, theta, dirs, seed=0, deterministic=False)
+    params = ev._stacked(np.random.default_rng(0).normal(size=(5, 2)))
+    obs = torch.from_numpy(np.stack([[agent.observation_space.sample() for _ in range(7)] for _ in range(5)]).astype(np.float32))
+    slow = vmap(lambda p, o: functional_call(agent.head, p, (o,)), in_dims=(0, 0))(params, obs)
+    got = fast(params, obs)
+    assert set(got) == set(slow)
+    for key in slow:
+        torch.testing.assert_close(got[key], slow[key], rtol=1e-5, atol=1e-5)

@@ -55,6 +55,13 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
             out.append(Direction({n: np.asarray(d.values[n], np.float32) for n in theta0}, dict(d.meta)))
         elif source == "random":
             out.append(random_direction(theta0, spec.evaluation.seed, i, spec.normalization, spec.bias))
+        elif source == "gradient":
+            from rlscape.analyses.gradient import estimate_gradient
+
+            if spec.params == "critic":
+                raise RlscapeError("a gradient direction moves the actor; use --params actor or all with --dir1 gradient")
+            log.info("estimating the policy gradient from %d episodes …", spec.gradient_episodes)
+            out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params).direction())
         elif _is_checkpoint(source):
             if spec.kind != "line":
                 raise RlscapeError("a checkpoint as a plane direction is not supported; use it with `rlscape line --direction`")
@@ -68,8 +75,36 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
         elif Path(source).suffix == ".npz" or Path(source).exists():
             out.append(load_direction(source, theta0))
         else:
-            raise RlscapeError(f"direction {source!r} is neither 'random' nor an existing .npz or checkpoint; give one of those")
+            raise RlscapeError(f"direction {source!r} is neither 'random', 'gradient' nor an existing .npz or checkpoint; give one of those")
+    if not interpolate:
+        out = [apply_scale(d, spec, theta0, i) for i, d in enumerate(out)]
     return out, interpolate
+
+
+def apply_scale(d: Direction, spec: SurfaceSpec, theta0: Mapping[str, np.ndarray], index: int) -> Direction:
+    """Rescale a non-random direction by the spec's convention (methods.md §1) and record it.
+
+    ``unit``: ‖d‖ = 1; ``match``: ‖d‖ = the norm of the filter-normalised random direction this
+    run would draw at the same index; ``raw``: as computed. Without ``--scale``, gradients use
+    ``match`` and files/in-memory directions stay as given. Random directions are never rescaled.
+    """
+    kind = d.meta.get("kind")
+    if kind == "random":
+        return d
+    scale = spec.scale or ("match" if kind == "gradient" else str(d.meta.get("scale", "raw")))
+    n = d.norm
+    if scale == "raw" or n == 0:
+        factor = 1.0
+    elif scale == "unit":
+        factor = 1.0 / n
+    else:
+        ref = random_direction(theta0, spec.evaluation.seed, index, "filter", spec.bias).norm
+        factor = ref / n
+    values = {k: (v * np.float32(factor)).astype(np.float32) for k, v in d.values.items()} if factor != 1.0 else d.values
+    meta = dict(d.meta, scale=scale, scale_factor=float(factor))
+    base = Direction(values, {k: v for k, v in meta.items() if k != "label"}).label() if not d.meta.get("label") else str(d.meta["label"])
+    meta["label"] = f"{base}, scale {scale}" if (spec.scale is not None or scale != "raw") else base
+    return Direction(values, meta)
 
 
 _GIVEN = "given:"
@@ -179,12 +214,14 @@ def run_surface(
     overwrite: bool = False,
     workers: int | None = None,
     max_envs: int | None = None,
+    generic_envs: bool = False,
     progress: bool = True,
 ) -> xr.Dataset:
     """Evaluate ``spec`` and return its Dataset; with ``out``, store (and resume) a run directory.
 
     ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints);
     ``directions`` supplies the in-memory directions that the spec names ``given:<hash>``.
+    ``generic_envs`` steps Gymnasium's own envs even where a native batched env exists.
     """
     if workers is not None and workers < 1:
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
@@ -214,12 +251,14 @@ def run_surface(
         for name, d in zip(names, dirs, strict=True):
             attrs[f"{name}_label"] = f"{name}: {d.label()}"
             attrs[f"{name}_norm"] = d.norm
+            attrs[f"{name}_scale"] = str(d.meta.get("scale", "raw"))
         attrs["cos_dir1_dir2"] = cosine(dirs[0], dirs[1])
     else:
         d = dirs[0]
         attrs["direction_kind"] = "interpolation" if interpolate else str(d.meta.get("kind"))
         attrs["direction_label"] = "interpolation θ1→θ2 (α=0: θ1, α=1: θ2)" if interpolate else d.label()
         attrs["direction_norm"] = d.norm
+        attrs["direction_scale"] = str(d.meta.get("scale", "raw"))
         if interpolate:
             attrs["checkpoint2"] = str(d.meta.get("source"))
 
@@ -277,7 +316,7 @@ def run_surface(
     try:
         evaluate_points(agent, theta0, [d.values for d in dirs], coords, todo, budget,
                         seed=ev.seed, deterministic=ev.deterministic, workers=workers, max_envs=max_envs,
-                        on_chunk=on_chunk)
+                        generic=generic_envs, on_chunk=on_chunk)
     finally:
         if bar is not None:
             bar.close()
@@ -287,7 +326,8 @@ def run_surface(
         run.write_dataset(ds)
         run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=round(wall, 3),
                        env_steps_this_session=steps_here[0], env_steps_per_s=round(steps_here[0] / max(wall, 1e-9), 1),
-                       workers=workers or cpu_count(), max_envs=max_envs)
+                       workers=workers or cpu_count(), max_envs=max_envs,
+                       env_engine=agent.env.vec_engine(generic_envs))
     log.info("%s done: %d points, %d env steps in %.1f s (%.0f steps/s)", spec.kind, len(coords), steps_here[0], wall,
              steps_here[0] / max(wall, 1e-9))
     return ds

@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlscape.core.errors import RlscapeError
+from rlscape.core.vecenv import GymVecEnv, NormalizedVecEnv, VecEnv
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,22 @@ class EnvSpec:
         if self.channel_first:
             env = _ChannelFirst(env)
         return env
+
+    def make_vec(self, generic: bool = False) -> VecEnv:
+        """The batched env the evaluator steps: a native numpy implementation when one reproduces
+        this env exactly (classic control), unless ``generic``; else Gymnasium envs one by one."""
+        if not (generic or self.atari or self.frame_stack > 1 or self.channel_first):
+            from rlscape.core.native import make_native
+
+            native = make_native(self.env_id, self.env_kwargs)
+            if native is not None:
+                return native if self.obs_norm is None else NormalizedVecEnv(native, self.obs_norm)
+        return GymVecEnv(self.make)
+
+    def vec_engine(self, generic: bool = False) -> str:
+        """``"native"`` or ``"gymnasium"``: which batched env :meth:`make_vec` gives."""
+        venv = self.make_vec(generic)
+        return "gymnasium" if isinstance(getattr(venv, "venv", venv), GymVecEnv) else "native"
 
     def default_max_envs(self) -> int:
         """Envs per worker rectangle: many for cheap envs (the forward pass is shared), few where

@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlscape.core.fastmlp import fast_mlp_forward
 from rlscape.core.forward import make_forward
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
@@ -148,7 +149,7 @@ class PopulationEvaluator:
 
     def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays], *, seed: int,
                  deterministic: bool, max_envs: int | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, generic: bool = False) -> None:
         agent.check_sampling(deterministic)
         self.should_stop = should_stop
         self.agent = agent
@@ -157,9 +158,10 @@ class PopulationEvaluator:
         self.basis = [{n: torch.from_numpy(np.ascontiguousarray(d[n])) for n in self.names} for d in basis]
         self.seed, self.deterministic = int(seed), bool(deterministic)
         self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
-        self.envs: list[gym.Env] = []
+        self.venv = agent.env.make_vec(generic=generic)
         self.width, self.noise_kind = _noise_spec(agent)
-        self._forward = make_forward(agent.head)  # vmap for MLP heads, a per-point loop for CNNs
+        # SB3 MLP heads: batched matmuls; else vmap, or a per-point loop for CNN heads (core/forward.py)
+        self._forward = fast_mlp_forward(agent.head) or make_forward(agent.head)
 
     # -- parameters -----------------------------------------------------------------------------
     def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
@@ -174,15 +176,8 @@ class PopulationEvaluator:
             out[Agent.functional_name(n)] = t
         return out
 
-    def _env_pool(self, n: int) -> list[gym.Env]:
-        while len(self.envs) < n:
-            self.envs.append(self.agent.env.make())
-        return self.envs[:n]
-
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
-        self.envs = []
+        self.venv.close()
 
     # -- public -----------------------------------------------------------------------------------
     def evaluate(self, coords: np.ndarray, budget: Budget) -> BlockResult:
@@ -252,9 +247,9 @@ class PopulationEvaluator:
         Kw, Ew = coords.shape[0], len(episode_ids)
         n = Kw * Ew
         params = self._stacked(coords)
-        envs = self._env_pool(n)
         seeds = [reset_seed(self.seed, e) for e in episode_ids]
-        obs = np.stack([envs[i].reset(seed=seeds[i % Ew])[0] for i in range(n)])
+        # our own C-ordered copy: batched matmuls round by memory layout, and the env keeps its arrays
+        obs = np.array(self.venv.reset([seeds[i % Ew] for i in range(n)]), order="C")
         noise = _NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.width and not self.deterministic else None
         gamma = agent.gamma
         live = np.ones(n, bool)
@@ -270,8 +265,10 @@ class PopulationEvaluator:
         prev_term = np.zeros(n, bool)
         t, env_steps = 0, 0
         obs_shape = obs.shape[1:]
+        space = agent.action_space
+        box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
         while True:
-            x = torch.from_numpy(np.asarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
+            x = torch.from_numpy(np.ascontiguousarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
             out = self._forward(params, x)
             if critic:
                 v = out["value"].reshape(n).double().numpy()
@@ -285,18 +282,17 @@ class PopulationEvaluator:
                 raise Cancelled("evaluation stopped on request")
             actions = select_actions(agent, out, None if noise is None else noise.at(t), self.deterministic)
             actions = actions.reshape(n, *actions.shape[2:])
+            if box_dtype is not None:  # the space's dtype, as SB3's predict gives: the same numbers on every env path
+                actions = actions.astype(box_dtype, copy=False)
             idx = np.flatnonzero(live)
-            for i in idx:
-                o, r, term, trunc, _ = envs[i].step(actions[i])
-                obs[i] = o
-                r = float(r)
-                ret[i] += r
-                disc[i] += gamma**t * r
-                length[i] += 1
-                prev_r[i] = r
-                prev_term[i] = term
-                if term or trunc:
-                    live[i] = False
+            o, r, term, trunc = self.venv.step(idx, actions[idx])
+            obs[idx] = o
+            ret[idx] += r
+            disc[idx] += gamma**t * r
+            length[idx] += 1
+            prev_r[idx] = r
+            prev_term[idx] = term
+            live[idx[term | trunc]] = False
             env_steps += idx.size
             if critic:
                 vsum[idx] += v[idx]

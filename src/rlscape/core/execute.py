@@ -106,13 +106,15 @@ def evaluate_points(
     deterministic: bool,
     workers: int | None = None,
     max_envs: int | None = None,
+    generic: bool = False,
     on_chunk: Callable[[np.ndarray, BlockResult], None],
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Evaluate ``coords[todo]`` and call ``on_chunk(points, result)`` as each chunk finishes.
 
     ``coords`` is ``(N, n_dirs)``; ``todo`` the flat indices still to compute. Returns the number
-    of env steps taken. ``workers`` defaults to all cores; 1 runs in this process.
+    of env steps taken. ``workers`` defaults to all cores; 1 runs in this process. ``generic``
+    forces Gymnasium envs where a native batched env exists (the results are the same).
     """
     workers = cpu_count() if workers is None else int(workers)
     if workers < 1:
@@ -121,7 +123,7 @@ def evaluate_points(
     per_rect = max(1, max_envs // (budget.episodes or 1)) if budget.episodes else max_envs
     chunks = chunk_points(np.asarray(todo, np.int64), per_rect, workers)
     workers = max(1, min(workers, len(chunks)))
-    kwargs = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs}
+    kwargs = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs, "generic": generic}
     total_steps = 0
     if not chunks:
         return 0

@@ -16,6 +16,9 @@ Two strategies, both exact per point (point ``k``'s outputs are computed from ``
   its fast kernels; pointing the slots directly avoids ``functional_call``'s per-call cost (about a
   millisecond for SB3's NatureCNN policy), which would otherwise be paid once per point per step.
 
+The evaluator tries :func:`rlscape.core.fastmlp.fast_mlp_forward` first (SB3's MLP heads as plain
+batched matmuls) and uses this module for everything else (CNNs, adapters, gSDE, custom extractors).
+
 The strategy is chosen from the head's *structure* (any convolution → ``loop``), never by timing,
 so every process of a run uses the same arithmetic and results do not depend on ``--workers``.
 ``benchmarks/atari_pong.py`` measures the choice.

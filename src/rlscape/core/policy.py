@@ -12,11 +12,13 @@ sb3-contrib TRPO), and :meth:`Agent.from_torch` for any PyTorch policy given a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pickle
+import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +238,33 @@ def _algo_class(algo: str) -> type:
     return {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN}[algo]
 
 
+@contextlib.contextmanager
+def _without_dynamo_import() -> Iterator[None]:
+    """Load SB3 models without importing ``torch._dynamo`` (about as costly as importing torch).
+
+    The optimizer SB3 rebuilds on load calls methods that torch wraps in a lazily imported
+    "dynamo disabled" guard. Nothing is being compiled while a model loads, so for its duration
+    the guard is pre-filled with the plain method and removed again afterwards (torch's own lazy
+    behaviour is back once the model is loaded).
+    """
+    if "torch._dynamo" in sys.modules:
+        yield
+        return
+    import torch.optim
+
+    filled = []
+    for attr in vars(torch.optim.Optimizer).values():
+        fn = getattr(attr, "__wrapped__", None)
+        if callable(fn) and not hasattr(fn, "__dynamo_disable"):
+            fn.__dynamo_disable = fn
+            filled.append(fn)
+    try:
+        yield
+    finally:
+        for fn in filled:
+            del fn.__dynamo_disable
+
+
 def _find_env_file(folder: Path) -> dict[str, Any]:
     for candidate in (folder, folder.parent, folder.parent.parent):
         f = candidate / ENV_FILE
@@ -312,7 +341,8 @@ def load_checkpoint(
                               "exploration_schedule": lambda _: 0.0}
     atari = bool(meta.get("atari", is_atari(env_id)))
     try:
-        model = _algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
+        with _without_dynamo_import():
+            model = _algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
     except Exception as first:  # noqa: BLE001 - SB3 raises many types for a bad file
         # Models saved with the old `gym` (e.g. from the RL Zoo) may hold spaces that no longer
         # unpickle: take them from the env the model is evaluated in, and try once more.

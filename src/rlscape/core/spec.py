@@ -60,6 +60,9 @@ class SurfaceSpec(BaseModel):
     bias: Literal["ignore", "normalize"] = "ignore"
     params: Literal["actor", "critic", "all"] = "actor"
     evaluation: EvalSpec = EvalSpec()
+    # scale convention of non-random directions (gradient, files): None = gradient `match`, files as stored
+    scale: Literal["unit", "match", "raw"] | None = None
+    gradient_episodes: int = 100  # episodes of the REINFORCE estimate behind a `gradient` direction
 
     @field_validator("checkpoint", "vecnormalize")
     @classmethod
@@ -76,6 +79,8 @@ class SurfaceSpec(BaseModel):
                 raise ValueError(f"--grid must be odd and positive (so θ0 is the centre), not {g}; e.g. --grid 21")
             if self.kind == "line" and g < 1:
                 raise ValueError(f"--points must be at least 1, not {g}")
+        if self.gradient_episodes < 2:
+            raise ValueError(f"--gradient-episodes must be at least 2, not {self.gradient_episodes}")
         for lo, hi in self.ranges:
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError("ranges and magnitudes must be finite numbers")

@@ -9,6 +9,7 @@ from pathlib import Path
 import xarray as xr
 
 from .interactive import plot_line_html, plot_plane_html
+from .overtrain import is_over_training, render_over_training
 from .static import check_run, plot_line, plot_plane
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def render_run(
     formats: Sequence[str] = ("png", "pdf"),
     html: bool = True,
     variable: str = "return_mean",
+    gif: bool = True,
 ) -> list[Path]:
     """Write all figures of a run.
 
@@ -66,6 +68,8 @@ def render_run(
         Also write the interactive ``surface.html`` / ``line.html``.
     variable : str
         Per-point variable to plot, default ``"return_mean"``.
+    gif : bool
+        Planes over training only: also write ``surface.gif`` (see :mod:`rlscape.plots.overtrain`).
 
     Returns
     -------
@@ -80,6 +84,8 @@ def render_run(
     """
     if not isinstance(ds, xr.Dataset):
         ds = open_results(ds)
+    if is_over_training(ds):  # a curve, or planes/lines with a leading ``step`` dim
+        return render_over_training(ds, out_dir, gif=gif, log_scale=log_scale, formats=formats, variable=variable)
     kind = ds.attrs.get("kind")
     if kind not in _KINDS:
         raise ValueError(

@@ -1,0 +1,72 @@
+"""Run every benchmark with its small defaults and write ``benchmarks/RESULTS.md``.
+
+    .venv/bin/python benchmarks/run_all.py        (or: make bench)
+
+Each benchmark runs in its own process, one after the other (they must not share the cores); its
+full output goes into RESULTS.md under the table of headline figures (each benchmark's last line).
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = [
+    ("1. CartPole plane vs reference design", ["classic_vs_reference.py", "--env", "CartPole-v1"]),
+    ("2a. Pendulum plane vs reference design", ["classic_vs_reference.py", "--env", "Pendulum-v1", "--grid", "15", "--episodes", "20"]),
+    ("2b. Acrobot plane vs reference design", ["classic_vs_reference.py", "--env", "Acrobot-v1", "--grid", "15", "--episodes", "20"]),
+    ("3. Hopper plane vs raw stepping", ["hopper_vs_raw.py"]),
+    ("4. Pong plane vs raw ALE stepping", ["atari_pong.py"]),
+    ("5. Common random numbers", ["crn.py"]),
+    ("6. Scaling", ["scaling.py"]),
+    ("Memory bound", ["memory.py"]),
+]
+
+
+def main() -> None:
+    only = sys.argv[1:]
+    rows, logs = [], []
+    for title, cmd in BENCHMARKS:
+        if only and not any(o in title for o in only):
+            continue
+        if not (HERE / cmd[0]).is_file():
+            rows.append((title, "not present", ""))
+            continue
+        print(f"== {title}: {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:]], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        out = proc.stdout.strip()
+        print(out, flush=True)
+        last = out.splitlines()[-1] if out else ""
+        figure = last.split(": ", 1)[1] if last.startswith("RESULT ") else f"failed (exit {proc.returncode})"
+        if proc.returncode:
+            figure = f"failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}"
+        rows.append((title, figure, f"{wall:.0f} s"))
+        logs.append(f"### {title}\n\n`python benchmarks/{' '.join(cmd)}` ({wall:.0f} s)\n\n```\n{out}\n```\n")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (benchmarks/run_all.py) on {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}.",
+        "Each benchmark runs its baseline and rlscape on the same work in the same session.",
+        "",
+        "| benchmark | result (target) | wall |",
+        "|---|---|---|",
+        *[f"| {t} | {f} | {w} |" for t, f, w in rows],
+        "",
+        *logs,
+    ]
+    if only:  # a partial run does not replace the full table
+        print("\n".join(lines[:8 + len(rows)]))
+        return
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

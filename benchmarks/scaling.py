@@ -1,0 +1,56 @@
+"""Benchmark 6: scaling — wall time of ``rlscape plane`` as points × episodes grow.
+
+Each size is run as a user runs it (the command, start-up and writing results included) on the
+trained CartPole agent. A least-squares line ``wall = overhead + steps / rate`` is fitted; cost
+must grow linearly (the table shows the residuals) with a fixed overhead under 2 s.
+
+    .venv/bin/python benchmarks/scaling.py [--sizes 1x1,3x4,7x8,11x16,21x20,31x40]
+
+Last line: the fitted fixed overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import agent, result  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1x1,3x4,7x8,11x16,21x20,31x40", help="GRIDxEPISODES,…")
+    args = parser.parse_args()
+    ckpt = agent("CartPole-v1")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, size in enumerate(args.sizes.split(",")):
+            g, e = (int(x) for x in size.split("x"))
+            out = Path(tmp) / f"p{i}"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "rlscape.cli", "plane", str(ckpt), "--out", str(out), "--grid", str(g),
+                            "--episodes", str(e), "--no-plot"], check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - t0
+            steps = json.loads((out / "run.json").read_text())["env_steps_this_session"]
+            rows.append((g, e, g * g * e, steps, wall))
+    steps = np.array([r[3] for r in rows], float)
+    wall = np.array([r[4] for r in rows])
+    slope, overhead = np.polyfit(steps, wall, 1)
+    print("| grid | episodes | points × episodes | env steps | wall s | fit s | env-steps/s |")
+    print("|---|---|---|---|---|---|---|")
+    for (g, e, pe, st, w) in rows:
+        print(f"| {g}×{g} | {e} | {pe:,} | {st:,} | {w:.2f} | {overhead + slope * st:.2f} | {st / w:,.0f} |")
+    print(f"fit: wall = {overhead:.2f} s + steps / {1 / slope:,.0f} steps/s")
+    result("fixed overhead of a plane (fitted)", f"{overhead:.2f} s", "< 2 s, linear growth")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""A tiny training run shared by the step-size and cliff tests, written by ``rlscape train`` itself.
+
+A test module wraps :func:`tiny_ppo_run` in a session fixture of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _shared, _train
+
+
+def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PPO on CartPole-v1, checkpoints at steps 0, 1024, 2048 (built once per session, shared by xdist workers)."""
+    return _shared(tmp_path_factory, "tiny_ppo_run", lambda p: _train(p / "run", "ppo", "CartPole-v1", 2048, 1024,
+                                                                      {"n_steps": 256, "batch_size": 64, "n_epochs": 4})) / "run"
