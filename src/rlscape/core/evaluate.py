@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
-from torch.func import functional_call, vmap
 
 from rlscape.core.fastmlp import fast_mlp_forward
+from rlscape.core.forward import make_forward
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
 
@@ -160,12 +160,8 @@ class PopulationEvaluator:
         self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
         self.venv = agent.env.make_vec(generic=generic)
         self.width, self.noise_kind = _noise_spec(agent)
-        head = agent.head
-
-        def single(params: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
-            return functional_call(head, params, (obs,))
-
-        self._forward = fast_mlp_forward(head) or vmap(single, in_dims=(0, 0))
+        # SB3 MLP heads: batched matmuls; else vmap, or a per-point loop for CNN heads (core/forward.py)
+        self._forward = fast_mlp_forward(agent.head) or make_forward(agent.head)
 
     # -- parameters -----------------------------------------------------------------------------
     def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
