@@ -207,7 +207,11 @@ def write_gif(ds: xr.Dataset, out_dir: str | Path, variable: str = "return_mean"
             frames.append(_rgb(fig))
         finally:
             plt.close(fig)
-    images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=255) for f in frames]
+    # One palette for all frames (built from every frame, subsampled): a per-frame adaptive palette
+    # would give the same return different colours in different frames and band the colour bar.
+    sample = np.concatenate([f[::2, ::2] for f in frames], axis=0)
+    palette = Image.fromarray(sample).quantize(colors=255, method=Image.Quantize.MEDIANCUT)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     path = out / "surface.gif"
     tmp = out / "surface.tmp.gif"
     images[0].save(tmp, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0, disposal=1)
@@ -250,7 +254,9 @@ def planes_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: b
         ax.plot([0], [0], marker="*", color="red", ms=8, mec="white", ls="none")
         ax.set_title(_step_label(steps[i]), fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axs[-1]:
+    for c in range(ncol):  # the lowest visible panel of each column carries the α ticks and label
+        ax = axs[-1, c] if axs[-1, c].get_visible() else axs[-2, c]
+        ax.tick_params(labelbottom=True)
         ax.set_xlabel("α (dir1)", fontsize=8)
     for ax in axs[:, 0]:
         ax.set_ylabel("β (dir2)", fontsize=8)
