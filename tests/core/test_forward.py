@@ -191,3 +191,16 @@ def test_cnn_agent_results_do_not_depend_on_the_batch(tmp_path):
     np.testing.assert_array_equal(alone.lengths[0], together.lengths[1])
     np.testing.assert_array_equal(alone.value_sums[0], together.value_sums[1])  # one point's own kernels: bit for bit
     assert len(np.unique(together.value_sums)) == 3  # and each point is evaluated with its own parameters
+
+
+def test_loop_computes_only_the_active_points_and_the_same_numbers():
+    head = _nature_cnn_head()
+    fwd = make_forward(head, "loop")
+    params = _stacked(head, 4)
+    obs = torch.rand(4, 2, 4, 84, 84)
+    full = fwd(params, obs)
+    active = np.array([False, True, False, True])
+    part = fwd(params, obs, active=active)
+    for key in full:
+        assert torch.equal(part[key][active], full[key][active])  # bit for bit
+        assert not part[key][~active].any()  # never computed

@@ -1,5 +1,7 @@
 """Loading agents: every supported SB3 algorithm, custom torch policies, Atari and MuJoCo pipelines."""
 
+import ale_py
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,7 @@ def test_atari_pipeline_matches_sb3_training_pipeline(tmp_path):
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
 
+    gym.register_envs(ale_py)  # SB3 makes the env before rlscape has registered the ALE ids
     env_id = "BreakoutNoFrameskip-v4"
     venv = VecFrameStack(make_atari_env(env_id, n_envs=1, seed=0), 4)
     model = PPO("CnnPolicy", venv, n_steps=16, batch_size=16, seed=0, device="cpu")

@@ -267,9 +267,13 @@ class PopulationEvaluator:
         obs_shape = obs.shape[1:]
         space = agent.action_space
         box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
+        skips_inactive = getattr(self._forward, "skips_inactive", False)
         while True:
             x = torch.from_numpy(np.ascontiguousarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
-            out = self._forward(params, x)
+            if skips_inactive:  # forward only the points with an env still running or a value still owed
+                out = self._forward(params, x, active=(live | pending).reshape(Kw, Ew).any(axis=1))
+            else:
+                out = self._forward(params, x)
             if critic:
                 v = out["value"].reshape(n).double().numpy()
                 if pending.any():

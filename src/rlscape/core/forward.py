@@ -30,6 +30,7 @@ import copy
 import logging
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
@@ -123,22 +124,37 @@ class _LoopForward(_PrivateHead):
                 self.slots[name].append((self.module.get_submodule(owner), leaf))
         self.defaults = {n: mod._parameters[leaf] for n, places in self.slots.items() for mod, leaf in places[:1]}
 
-    def __call__(self, params: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
+    skips_inactive = True  # the evaluator may pass ``active``: the points whose outputs it still needs
+
+    def __call__(self, params: dict[str, torch.Tensor], obs: torch.Tensor,
+                 active: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Outputs ``(K, E, ...)``; with ``active``, only those points are computed (each point's
+        arithmetic is its own, so skipping others changes no number) and the others are zeros."""
         self.check(params)
-        if not self.private:  # never set slots of the user's module: functional_call, point by point
-            outs = [functional_call(self.module, self._every({n: v[k] for n, v in params.items()}), (obs[k],), tie_weights=False)
-                    for k in range(obs.shape[0])]
-            return {key: torch.stack([o[key] for o in outs]) for key in outs[0]}
+        ks = range(obs.shape[0]) if active is None else np.flatnonzero(active).tolist()
         outs = []
-        try:
-            for k in range(obs.shape[0]):
-                for name, value in params.items():
-                    self._point(name, value[k])
-                outs.append(self.module(obs[k]))
-        finally:
-            for name in params:
-                self._point(name, self.defaults[name])
-        return {key: torch.stack([o[key] for o in outs]) for key in outs[0]}
+        if not self.private:  # never set slots of the user's module: functional_call, point by point
+            for k in ks:
+                outs.append(functional_call(self.module, self._every({n: v[k] for n, v in params.items()}), (obs[k],),
+                                            tie_weights=False))
+        else:
+            try:
+                for k in ks:
+                    for name, value in params.items():
+                        self._point(name, value[k])
+                    outs.append(self.module(obs[k]))
+            finally:
+                for name in params:
+                    self._point(name, self.defaults[name])
+        if not outs:
+            ks, outs = [0], [self(params, obs[:1], None)]  # nothing active: shapes only
+            outs = [{key: val[0] for key, val in outs[0].items()}]
+        stacked = {key: torch.stack([o[key] for o in outs]) for key in outs[0]}
+        if len(ks) == obs.shape[0]:
+            return stacked
+        index = torch.as_tensor(ks)
+        return {key: torch.zeros((obs.shape[0], *val.shape[1:]), dtype=val.dtype).index_copy_(0, index, val)
+                for key, val in stacked.items()}
 
     def _point(self, name: str, value: torch.Tensor) -> None:
         for mod, leaf in self.slots[name]:
