@@ -17,13 +17,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("1. CartPole plane vs reference design", ["classic_vs_reference.py", "--env", "CartPole-v1"]),
-    ("2a. Pendulum plane vs reference design", ["classic_vs_reference.py", "--env", "Pendulum-v1", "--grid", "15", "--episodes", "20"]),
-    ("2b. Acrobot plane vs reference design", ["classic_vs_reference.py", "--env", "Acrobot-v1", "--grid", "15", "--episodes", "20"]),
+    ("2a. Pendulum plane vs reference design", ["classic_vs_reference.py", "--env", "Pendulum-v1"]),
+    ("2b. Acrobot plane vs reference design", ["classic_vs_reference.py", "--env", "Acrobot-v1"]),
     ("3. Hopper plane vs raw stepping", ["hopper_vs_raw.py"]),
     ("4. Pong plane vs raw ALE stepping", ["atari_pong.py"]),
     ("5. Common random numbers", ["crn.py"]),
     ("6. Scaling", ["scaling.py"]),
     ("Memory bound", ["memory.py"]),
+    ("Native classic-control envs vs Gymnasium", ["native_envs.py"]),
+    ("Policy-Hessian-vector products vs a per-episode loop", ["hvp_throughput.py", "benchmarks/.cache/CartPole-v1"]),
+    ("Closed-form gradient/Hessian accuracy", ["closed_form_accuracy.py"]),
 ]
 
 
@@ -43,7 +46,7 @@ def main() -> None:
         out = proc.stdout.strip()
         print(out, flush=True)
         last = out.splitlines()[-1] if out else ""
-        figure = last.split(": ", 1)[1] if last.startswith("RESULT ") else f"failed (exit {proc.returncode})"
+        figure = last.split(": ", 1)[1] if last.startswith("RESULT ") else last
         if proc.returncode:
             figure = f"failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}"
         rows.append((title, figure, f"{wall:.0f} s"))

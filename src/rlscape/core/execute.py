@@ -32,6 +32,7 @@ from rlscape.core.store import cpu_count
 log = logging.getLogger(__name__)
 
 _WORKER: PopulationEvaluator | None = None
+_CHUNKS_PER_WORKER = 8  # small chunks at the end keep every worker busy until the last one (load balance)
 
 
 def _init_worker(payload: bytes | tuple[Any, ...], stop: Any) -> None:
@@ -87,10 +88,10 @@ def _stop_pool(pool: ProcessPoolExecutor, stop: Any, grace: float = 20.0) -> Non
 
 
 def chunk_points(todo: np.ndarray, points_per_rectangle: int, workers: int) -> list[np.ndarray]:
-    """Cut ``todo`` into chunks: at most one rectangle each, and ≥ 4 chunks per worker when possible."""
+    """Cut ``todo`` into chunks: at most one rectangle each, and ≥ 8 chunks per worker when possible."""
     if todo.size == 0:
         return []
-    size = max(1, min(points_per_rectangle, math.ceil(todo.size / (4 * workers))))
+    size = max(1, min(points_per_rectangle, math.ceil(todo.size / (_CHUNKS_PER_WORKER * workers))))
     return [todo[i : i + size] for i in range(0, todo.size, size)]
 
 
