@@ -37,7 +37,12 @@ def main() -> None:
 
     ckpt = Path(args.checkpoint)
     if not ckpt.exists():
-        train_quickstart_agent(ckpt)
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _common import AGENTS, agent
+
+        agent(ckpt.name) if ckpt.name in AGENTS and ckpt.parent.name == ".cache" else train_quickstart_agent(ckpt)
     agent = rlscape.load_checkpoint(ckpt)
     traj = collect(agent, args.episodes, seed=0)
     print(f"{agent.env.env_id} {agent.algo.upper()}: {traj.n_episodes} episodes, {int(traj.lengths.sum())} steps, "

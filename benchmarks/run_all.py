@@ -1,6 +1,7 @@
 """Run every benchmark with its small defaults and write ``benchmarks/RESULTS.md``.
 
     .venv/bin/python benchmarks/run_all.py        (or: make bench)
+    .venv/bin/python benchmarks/run_all.py --update Pong Scaling   (rerun those; replace their rows and sections)
 
 Each benchmark runs in its own process, one after the other (they must not share the cores); its
 full output goes into RESULTS.md under the table of headline figures (each benchmark's last line).
@@ -25,13 +26,14 @@ BENCHMARKS = [
     ("6. Scaling", ["scaling.py"]),
     ("Memory bound", ["memory.py"]),
     ("Native classic-control envs vs Gymnasium", ["native_envs.py"]),
-    ("Policy-Hessian-vector products vs a per-episode loop", ["hvp_throughput.py", "benchmarks/.cache/CartPole-v1"]),
+    ("Policy-Hessian-vector products vs a per-episode loop", ["hvp_throughput.py", "benchmarks/.cache/CartPole-v1-early", "--episodes", "50"]),
     ("Closed-form gradient/Hessian accuracy", ["closed_form_accuracy.py"]),
 ]
 
 
 def main() -> None:
-    only = sys.argv[1:]
+    update = "--update" in sys.argv
+    only = [a for a in sys.argv[1:] if a != "--update"]
     rows, logs = [], []
     for title, cmd in BENCHMARKS:
         if only and not any(o in title for o in only):
@@ -64,11 +66,30 @@ def main() -> None:
         "",
         *logs,
     ]
+    if update and (HERE / "RESULTS.md").is_file():
+        _update(HERE / "RESULTS.md", rows, logs)
+        return
     if only:  # a partial run does not replace the full table
         print("\n".join(lines[:8 + len(rows)]))
         return
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+def _update(path: Path, rows: list[tuple[str, str, str]], logs: list[str]) -> None:
+    """Replace the rows and sections of the benchmarks rerun, keep the others."""
+    text = path.read_text()
+    for (title, figure, wall), log_text in zip(rows, logs, strict=False):
+        lines = text.split("\n")
+        lines = [f"| {title} | {figure} | {wall} (rerun {time.strftime('%H:%M')}) |" if ln.startswith(f"| {title} |") else ln
+                 for ln in lines]
+        text = "\n".join(lines)
+        start = text.find(f"### {title}\n")
+        if start >= 0:
+            end = text.find("\n### ", start + 1)
+            text = text[:start] + log_text + ("" if end < 0 else text[end:])
+    path.write_text(text)
+    print(f"updated {path}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from rlscape.cli import main
 from tests import training_runs
+from tests.cli.test_cli import run_cli
 
 
 @pytest.fixture(scope="session")
@@ -20,15 +20,6 @@ def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 FAST = ["--episodes", "2", "--workers", "1", "--precision", "0.5", "--ladder", "4"]
 
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_stepsize_over_a_training_run(tiny_ppo_run, tmp_path, capsys):

@@ -14,18 +14,10 @@ import pytest
 
 from rlscape.cli import main
 from rlscape.core.runs import list_checkpoints
+from tests.cli.test_cli import run_cli
 
 FAST = ["--hyperparams", '{"n_epochs": 2}']
 
-
-def run_cli(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
