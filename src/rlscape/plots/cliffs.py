@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def stepsize_training_figure(ds: xr.Dataset) -> Figure:
     ax2.set_yscale("log")
     ax2.set_xlabel("training step")
     ax2.set_ylabel(f"α*: largest step keeping J within {a['tolerance']:g}·|J|")
-    ax2.set_title(f"Step size along {a.get('direction_label', 'd')}", fontsize=10)
+    ax2.set_title("\n".join(textwrap.wrap(f"Step size along {a.get('direction_label', 'd')}", 60)), fontsize=10)
     ax2.grid(True, which="both", alpha=0.25)
     ax2.legend(fontsize=8)
     fig.suptitle(_subtitle(ds), fontsize=8, color="0.3")
