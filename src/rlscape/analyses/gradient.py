@@ -29,7 +29,13 @@ from torch.func import functional_call
 
 from rlscape.core.directions import Direction
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, _noise_spec, _NoiseTable, reset_seed, select_actions
+from rlscape.core.evaluate import (
+    _noise_spec,
+    _NoiseTable,
+    episode_seeds,
+    reset_seed,
+    select_actions,
+)
 from rlscape.core.params import NamedArrays, select_names
 from rlscape.core.policy import CATEGORICAL, GAUSSIAN, SQUASHED, Agent
 from rlscape.core.runs import is_training_run, select_checkpoints
@@ -569,8 +575,7 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
     out = Path(out)
     run = prepare_run(out, spec, overwrite, "gradient.json")
     run.update_run(status="running", versions=package_versions(), started=stamp(),
-                   seeds={"env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
-                          "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))",
+                   seeds={**episode_seeds(seed),
                           "batches": "episodes split in order into n_batches contiguous batches"})
     rows = []
     for step, path in todo:

@@ -32,6 +32,7 @@ from torch.func import grad, jvp, vjp
 
 from rlscape.analyses.gradient import FlatPolicy, Trajectories, batch_tensors, check_stochastic
 from rlscape.core.errors import RlscapeError
+from rlscape.core.evaluate import episode_seeds
 from rlscape.core.policy import Agent
 
 log = logging.getLogger(__name__)
@@ -420,7 +421,6 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
         write_json,
     )
     from rlscape.core.directions import Direction
-    from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM
     from rlscape.core.policy import load_checkpoint
     from rlscape.core.store import package_versions
 
@@ -440,8 +440,7 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
     out = Path(out)
     run = prepare_run(out, spec, overwrite, "curvature.json")
     run.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   seeds={"env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
-                          "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))",
+                   seeds={**episode_seeds(seed),
                           "lanczos_v0": f"default_rng({seed}) (LA), default_rng({seed + 1}) (SA): N(0, I)",
                           "hutchinson": f"default_rng([{seed}, 0x7a]) Rademacher", "slq": f"default_rng([{seed}, 0x51]) Rademacher"})
     rows, steps = [], []

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from rlscape.analyses.surface import _is_checkpoint, build_dataset, run_surface
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, BlockResult, Budget
+from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
 from rlscape.core.params import check_finite
 from rlscape.core.policy import load_checkpoint
@@ -274,8 +274,7 @@ def run_curve(
     (run.path / CHUNKS).mkdir(exist_ok=True)
     ev = spec.evaluation
     run.update_run(status="running", training_run=spec.run, steps=steps, versions=package_versions(), cores=cpu_count(),
-                   seeds={"env_reset": f"SeedSequence([{ev.seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
-                          "action_noise": f"PCG64(SeedSequence([{ev.seed}, {NOISE_STREAM:#x}, episode]))"},
+                   seeds={**episode_seeds(ev.seed)},
                    started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     from tqdm.auto import tqdm
 

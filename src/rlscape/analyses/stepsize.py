@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from rlscape.analyses.surface import make_directions
 from rlscape.core.directions import DIRECTION_STREAM, load_direction
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, BlockResult, Budget
+from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
 from rlscape.core.params import check_finite
 from rlscape.core.policy import Agent, load_checkpoint
@@ -315,8 +315,7 @@ def stepsize(
         run.update_run(
             status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, 0])",
-                   "env_reset": f"SeedSequence([{spec.evaluation.seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
-                   "action_noise": f"PCG64(SeedSequence([{spec.evaluation.seed}, {NOISE_STREAM:#x}, episode]))"},
+                   **episode_seeds(spec.evaluation.seed)},
             parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
     cache = _Cache(run.path / _EVALS if run is not None else None)

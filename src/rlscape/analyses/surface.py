@@ -19,7 +19,7 @@ import xarray as xr
 
 from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, difference, load_direction, random_direction
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, BlockResult, Budget
+from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
 from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
@@ -273,8 +273,7 @@ def run_surface(
         run.update_run(
             status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, index]) (index 0 = dir1, 1 = dir2)",
-                   "env_reset": f"SeedSequence([{spec.evaluation.seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
-                   "action_noise": f"PCG64(SeedSequence([{spec.evaluation.seed}, {NOISE_STREAM:#x}, episode]))"},
+                   **episode_seeds(spec.evaluation.seed)},
             parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         chunks = run.read_chunks()

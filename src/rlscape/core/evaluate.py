@@ -33,6 +33,12 @@ _STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
 
 
+def episode_seeds(seed: int) -> dict[str, str]:
+    """How episode ``e``'s reset seed and action noise derive from ``seed`` (recorded in run.json)."""
+    return {"env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
+            "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))"}
+
+
 def reset_seed(seed: int, episode: int) -> int:
     """The env reset seed of episode ``episode`` (the same at every point: common random numbers)."""
     return int(np.random.SeedSequence([int(seed), RESET_STREAM, int(episode)]).generate_state(1)[0])
