@@ -31,7 +31,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from rlscape.analyses.surface import make_directions
-from rlscape.core.directions import DIRECTION_STREAM, load_direction
+from rlscape.core.directions import DIRECTION_STREAM
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
@@ -40,7 +40,7 @@ from rlscape.core.policy import Agent, load_checkpoint
 from rlscape.core.results import load
 from rlscape.core.runs import select_checkpoints
 from rlscape.core.spec import EvalSpec, SurfaceSpec
-from rlscape.core.store import DIRECTIONS, RunDir, cpu_count, package_versions
+from rlscape.core.store import RunDir, cpu_count, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -306,12 +306,7 @@ def stepsize(
             cached.unlink()
     run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
     if run is not None:
-        path = run.path / DIRECTIONS / "dir1.npz"
-        if path.is_file():
-            saved = load_direction(path, theta0)
-            if any(not np.array_equal(saved.values[n], d.values[n]) for n in theta0):
-                raise RlscapeError(f"{path} differs from the direction this run now makes; pass --overwrite to start again")
-        d.save(path)
+        run.save_direction("dir1", d, theta0)
         run.update_run(
             status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, 0])",

@@ -24,7 +24,7 @@ from rlscape.core.execute import evaluate_points
 from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
-from rlscape.core.store import DIRECTIONS, ChunkData, RunDir, cpu_count, merge_chunks, package_versions
+from rlscape.core.store import ChunkData, RunDir, cpu_count, merge_chunks, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -264,12 +264,7 @@ def run_surface(
 
     if run is not None:
         for name, d in zip(names, dirs, strict=True):
-            path = run.path / DIRECTIONS / f"{name}.npz"
-            if path.is_file():
-                saved = load_direction(path, theta0)
-                if any(not np.array_equal(saved.values[n], d.values[n]) for n in theta0):
-                    raise RlscapeError(f"{path} differs from the direction this run now makes; pass --overwrite to start again")
-            d.save(path)
+            run.save_direction(name, d, theta0)
         run.update_run(
             status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, index]) (index 0 = dir1, 1 = dir2)",

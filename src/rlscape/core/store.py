@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from rlscape.core.directions import Direction, load_direction
 from rlscape.core.errors import RlscapeError
+from rlscape.core.params import NamedArrays
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,16 @@ class RunDir:
         _atomic_write_text(self.path / RUN_FILE, json.dumps(info, indent=2, sort_keys=True, default=str))
 
     # -- chunks -----------------------------------------------------------------------------------
+    def save_direction(self, name: str, direction: Direction, theta0: NamedArrays) -> None:
+        """Store ``directions/<name>.npz``; refuse if the run already holds a different one (a resume
+        must continue with the directions its finished chunks were computed with)."""
+        path = self.path / DIRECTIONS / f"{name}.npz"
+        if path.is_file():
+            saved = load_direction(path, theta0)
+            if any(not np.array_equal(saved.values[n], direction.values[n]) for n in theta0):
+                raise RlscapeError(f"{path} differs from the direction this run now makes; pass --overwrite to start again")
+        direction.save(path)
+
     def write_chunk(self, points: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
         """Save one finished chunk atomically (write to a temporary name, then rename)."""
         name = f"points-{int(points[0]):07d}-{len(points):05d}-{time.time_ns()}"
