@@ -164,11 +164,12 @@ def line(
     With a training run and --all-checkpoints/--checkpoints: one line per checkpoint (dims step,
     alpha, episode); --direction may then be a folder of <step>.npz or a template with {step}.
     """
-    from rlscape.analyses.surface import _is_checkpoint, run_surface
+    from rlscape.analyses.surface import run_surface
+    from rlscape.core.runs import is_checkpoint
     from rlscape.core.spec import SurfaceSpec, validated
 
     if range_ is None:
-        rng = (0.0, 1.0) if _is_checkpoint(direction) else (-1.0, 1.0)
+        rng = (0.0, 1.0) if is_checkpoint(direction) else (-1.0, 1.0)
     else:
         rng = _pair(range_, "--range")
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(checkpoint), env_id=env,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -73,20 +74,22 @@ def test_rerun_after_an_interruption_skips_finished_steps(ppo_run, tmp_path, mon
     spec = line_spec(ppo_run, points=3)
     calls: list[str] = []
 
-    def crash_on_second(sub, sub_out, **kw):
-        calls.append(sub_out.name)
+    evaluate_surface = overtrain.evaluate_surface
+
+    def crash_on_second(run, *args, **kw):
+        calls.append(run.path.name)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return run_surface(sub, sub_out, **kw)
+        return evaluate_surface(run, *args, **kw)
 
-    monkeypatch.setattr(overtrain, "run_surface", crash_on_second)
+    monkeypatch.setattr(overtrain, "evaluate_surface", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_surface_over_training(spec, out, checkpoints="0,512,1024", workers=1, progress=False)
     partial = rlscape.load(out)  # what finished is already readable
     assert list(partial.step.values) == [0]
 
     calls.clear()
-    monkeypatch.setattr(overtrain, "run_surface", lambda sub, sub_out, **kw: calls.append(sub_out.name) or run_surface(sub, sub_out, **kw))
+    monkeypatch.setattr(overtrain, "evaluate_surface", lambda run, *a, **kw: calls.append(run.path.name) or evaluate_surface(run, *a, **kw))
     ds = run_surface_over_training(spec, out, checkpoints="0,512,1024", workers=1, progress=False)
     assert calls == ["0000000512", "0000001024"]  # step 0 was not recomputed
     np.testing.assert_array_equal(ds.returns.sel(step=0).values, partial.returns.sel(step=0).values)
@@ -142,10 +145,10 @@ def test_curve_equals_the_centre_of_a_plane_at_the_same_seed(ppo_run, tmp_path, 
         np.testing.assert_allclose(curve.value_mean.sel(step=step), single.value_mean.sel(alpha=0, beta=0))
     # resumable: after a crash, stored checkpoints are not evaluated again
     (tmp_path / "curve" / "run.json").write_text(json.dumps({"status": "running"}))
-    (tmp_path / "curve" / "chunks" / "step-0000001024.npz").unlink()
+    shutil.rmtree(tmp_path / "curve" / "steps" / "0000001024")
     evaluated = []
-    real = overtrain._evaluate_checkpoint
-    monkeypatch.setattr(overtrain, "_evaluate_checkpoint", lambda s, folder, m: evaluated.append(folder.name) or real(s, folder, m))
+    real = overtrain.evaluate_checkpoint
+    monkeypatch.setattr(overtrain, "evaluate_checkpoint", lambda s, m, step, folder, run=None: evaluated.append(folder.name) or real(s, m, step, folder, run))
     again = run_curve(spec, tmp_path / "curve", workers=1, progress=False)
     assert evaluated == ["0000001024"]
     np.testing.assert_array_equal(again.returns.values, curve.returns.values)
@@ -174,6 +177,7 @@ def test_rerun_after_more_training_computes_only_the_new_checkpoints(ppo_run, tm
     run_surface_over_training(spec, tmp_path / "out", workers=1, progress=False)
     shutil.copytree(ppo_run / "checkpoints" / "0000001024", run / "checkpoints" / "0000001024")  # training went on
     calls: list[str] = []
-    monkeypatch.setattr(overtrain, "run_surface", lambda sub, sub_out, **kw: calls.append(sub_out.name) or run_surface(sub, sub_out, **kw))
+    evaluate_surface = overtrain.evaluate_surface
+    monkeypatch.setattr(overtrain, "evaluate_surface", lambda run, *a, **kw: calls.append(run.path.name) or evaluate_surface(run, *a, **kw))
     ds = run_surface_over_training(spec, tmp_path / "out", workers=1, progress=False)
     assert calls == ["0000001024"] and list(ds.step.values) == [0, 512, 1024]

@@ -123,7 +123,7 @@ def test_search_on_an_agent_matches_the_line_evaluator(cartpole_ppo, tmp_path):
     # an unfinished run of another spec is refused, never resumed from the other spec's evaluations
     (tmp_path / "ss" / "run.json").write_text(json.dumps({**run, "status": "running"}))
     other = spec.model_copy(update={"evaluation": EvalSpec(episodes=2, seed=2), "ladder": 2, "rel_precision": 5.0})
-    with pytest.raises(RlscapeError, match="different step-size search"):
+    with pytest.raises(RlscapeError, match="holds a different run"):
         stepsize(other, tmp_path / "ss", workers=1, progress=False)
     fresh = stepsize(other, tmp_path / "ss", workers=1, progress=False, overwrite=True)
     assert fresh.sizes["episode"] == 2 and json.loads((tmp_path / "ss" / "run.json").read_text())["env_steps_this_session"] > 0

@@ -18,10 +18,8 @@ Per-checkpoint direction files (``--dir1``/``--dir2``/``--direction``): a templa
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,27 +27,20 @@ import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from rlscape.analyses.surface import _is_checkpoint, build_dataset, run_surface
+from rlscape.analyses.surface import build_dataset, evaluate_surface, prepare_surface
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
+from rlscape.core.lifecycle import Run, over_checkpoints
 from rlscape.core.params import check_finite
 from rlscape.core.policy import load_checkpoint
-from rlscape.core.results import load
-from rlscape.core.runs import select_checkpoints
+from rlscape.core.runs import checkpoint_name, checkpoints_label, is_checkpoint, select_checkpoints
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
-from rlscape.core.store import CHUNKS, RESULTS, RUN_FILE, SPEC_FILE, RunDir, cpu_count, package_versions
+from rlscape.core.store import cpu_count
 
 log = logging.getLogger(__name__)
 
-STEPS = "steps"  # OUT/steps/<10-digit step>/: one ordinary run directory per checkpoint
-_PARENT_OWNED = (SPEC_FILE, RUN_FILE, RESULTS, CHUNKS, STEPS, "plots")
 _CURVE_FIELDS = ("returns", "lengths", "discounted_returns", "value_sums", "td_sq_sums")
-
-
-def step_name(step: int) -> str:
-    """A checkpoint's folder name: the step zero-padded to 10 digits."""
-    return f"{int(step):010d}"
 
 
 # -- directions per checkpoint ---------------------------------------------------------------------
@@ -65,49 +56,12 @@ def per_step_source(source: str, step: int) -> str:
             raise RlscapeError(f"no direction for step {step}: {path} does not exist; give one file per checkpoint")
         return path
     p = Path(source)
-    if p.is_dir() and not _is_checkpoint(source):
-        for cand in (p / f"{step_name(step)}.npz", p / f"{int(step)}.npz"):
+    if p.is_dir() and not is_checkpoint(source):
+        for cand in (p / f"{checkpoint_name(step)}.npz", p / f"{int(step)}.npz"):
             if cand.is_file():
                 return str(cand)
-        raise RlscapeError(f"no direction for step {step} in {p}: expected {step_name(step)}.npz there (or a template with {{step}})")
+        raise RlscapeError(f"no direction for step {step} in {p}: expected {checkpoint_name(step)}.npz there (or a template with {{step}})")
     return source
-
-
-# -- the parent run directory ----------------------------------------------------------------------
-
-def _prepare_parent(out: str | Path, spec: dict[str, Any], steps: list[int], overwrite: bool) -> RunDir:
-    """Open OUT for a run over checkpoints: new, resumable, extended with new steps, or refused."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise RlscapeError(f"--out {path} is a file; give a folder path")
-    run = RunDir(path)
-    old = run.read_spec()
-    if old is not None and not overwrite:
-        if old != spec:
-            changed = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
-            raise RlscapeError(f"{path} holds a different run (differs in: {', '.join(changed)}); "
-                               "choose another --out, or pass --overwrite to replace it")
-        if run.status() == "complete" and run.read_run().get("steps") == steps:
-            raise RlscapeError(f"{path} already holds this finished run; pass --overwrite to recompute it or choose another --out")
-        log.info("resuming the run in %s", path)
-    if overwrite:
-        for name in _PARENT_OWNED:
-            p = path / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    try:
-        (path / STEPS).mkdir(parents=True, exist_ok=True)
-        probe = path / ".rlscape-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise RlscapeError(f"cannot write to {path} ({exc.strerror or exc}); choose a writable --out") from None
-    tmp = path / (SPEC_FILE + ".tmp")
-    tmp.write_text(json.dumps(spec, indent=2, sort_keys=True))
-    tmp.replace(path / SPEC_FILE)
-    return run
 
 
 # -- combining per-step Datasets -------------------------------------------------------------------
@@ -164,37 +118,30 @@ def run_surface_over_training(
     run_dir = Path(spec.checkpoint)
     if spec.vecnormalize:
         raise RlscapeError("--vecnormalize does not apply to a training run: each checkpoint's own vecnormalize.pkl is used; drop it")
+    if workers is not None and workers < 1:
+        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    if max_envs is not None and max_envs < 1:
+        raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     selected = select_checkpoints(run_dir, checkpoints)
     base = spec.model_dump(mode="json")
-    subs: list[tuple[int, SurfaceSpec]] = []
+    subs: dict[int, SurfaceSpec] = {}
     for step, folder in selected:  # resolve every input before anything is computed
         fields = dict(base, checkpoint=str(folder), directions=tuple(per_step_source(s, step) for s in spec.directions))
-        subs.append((step, validated(SurfaceSpec, **fields)))  # type: ignore[arg-type]
-    steps = [s for s, _ in subs]
-    parent_spec = dict(base, over_training=True, checkpoints="all" if checkpoints is None else checkpoints.strip())
-    parent = _prepare_parent(out, parent_spec, steps, overwrite)
-    parent.update_run(status="running", training_run=str(run_dir), steps=steps, versions=package_versions(), cores=cpu_count(),
-                      sub_runs={str(s): f"{STEPS}/{step_name(s)}" for s in steps},
-                      directions="drawn per checkpoint from the same seed (random) or read per step; saved in each sub-run",
-                      started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    t0 = time.perf_counter()
+        subs[step] = validated(SurfaceSpec, **fields)  # type: ignore[assignment]
+    parent_spec = dict(base, over_training=True, checkpoints=checkpoints_label(checkpoints))
     attrs = {"over_training": 1, "training_run": str(run_dir), "checkpoints": parent_spec["checkpoints"]}
-    done: list[tuple[int, xr.Dataset]] = []
-    for i, (step, sub) in enumerate(subs):
-        sub_out = parent.path / STEPS / step_name(step)
-        sub_run = RunDir(sub_out)
-        if sub_run.status() == "complete" and sub_run.read_spec() == sub.model_dump(mode="json"):
-            log.info("checkpoint %d/%d (step %d): already done", i + 1, len(subs), step)
-            ds = load(sub_out)
-        else:
-            log.info("checkpoint %d/%d (step %d) → %s", i + 1, len(subs), step, sub_out)
-            ds = run_surface(sub, sub_out, workers=workers, max_envs=max_envs, generic_envs=generic_envs, progress=progress)
-        done.append((step, ds))
-        parent.write_dataset(combine_steps(done, attrs))  # finished steps are readable at any time
-    combined = combine_steps(done, attrs)
-    parent.write_dataset(combined)
-    parent.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=round(time.perf_counter() - t0, 3))
-    return combined
+
+    def compute(step: int, folder: Path, run: Run) -> xr.Dataset:
+        sub = subs[step]
+        return evaluate_surface(run, sub, *prepare_surface(sub), workers=workers, max_envs=max_envs,
+                                generic_envs=generic_envs, progress=progress)
+
+    return over_checkpoints(
+        out, parent_spec, selected, sub_spec=lambda step, _folder: subs[step].model_dump(mode="json"), compute=compute,
+        combine=lambda done: combine_steps(done, attrs), overwrite=overwrite, progress=progress,
+        record={"training_run": str(run_dir),
+                "directions": "drawn per checkpoint from the same seed (random) or read per step; saved in each sub-run"},
+    )
 
 
 # -- the training curve ----------------------------------------------------------------------------
@@ -217,21 +164,11 @@ class CurveSpec(BaseModel):
         return str(Path(v).expanduser().resolve())
 
 
-def _curve_file(run: RunDir, step: int) -> Path:
-    return run.path / CHUNKS / f"step-{step_name(step)}.npz"
-
-
-def _init_curve_worker() -> None:
-    import signal
-
+def evaluate_checkpoint(spec: CurveSpec, max_envs: int | None, step: int, folder: Path, run: Run | None = None) -> xr.Dataset:
+    """θ of one checkpoint as a single point: its one-step Dataset (dims ``step``, ``episode``)."""
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    torch.set_num_threads(1)
-
-
-def _evaluate_checkpoint(spec: CurveSpec, folder: Path, max_envs: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """θ of one checkpoint as a single point: per-episode arrays ``(E,)`` and facts about the agent."""
+    threads = torch.get_num_threads()
     ev = spec.evaluation
     agent = load_checkpoint(folder, spec.env_id, algo=spec.algo)
     agent.check_sampling(ev.deterministic)
@@ -241,11 +178,15 @@ def _evaluate_checkpoint(spec: CurveSpec, folder: Path, max_envs: int | None) ->
     evaluate_points(agent, theta, [], np.zeros((1, 0)), np.array([0]), Budget(episodes=ev.episodes, steps=ev.steps),
                     seed=ev.seed, deterministic=ev.deterministic, workers=1, max_envs=max_envs,
                     on_chunk=lambda _pts, res: got.append(res))
+    torch.set_num_threads(threads)
     res = got[0]
     arrays = {k: np.asarray(getattr(res, k))[0] for k in _CURVE_FIELDS}
     facts = {"checkpoint": agent.source, "env_id": agent.env.env_id, "algo": agent.algo, "gamma": agent.gamma,
              "has_critic": int(agent.has_value), "env_steps": int(res.env_steps)}
-    return arrays, facts
+    if run is not None:
+        run.record(env=agent.env.describe(), algo=agent.algo, env_steps_this_session=int(res.env_steps),
+                   seeds=episode_seeds(ev.seed))
+    return curve_dataset(spec, [step], [(arrays, facts)])
 
 
 def run_curve(
@@ -259,75 +200,28 @@ def run_curve(
 ) -> xr.Dataset:
     """Evaluate θ of every selected checkpoint; Dataset with dims ``step``, ``episode``.
 
-    ``workers`` processes (default: all cores) evaluate one checkpoint each at a time.
-
     Every checkpoint sees the same episodes (reset seeds and action noise from ``(seed, episode)``),
     so its numbers equal those of θ0 in a plane or line around that checkpoint with the same
-    evaluation flags. Each finished checkpoint is saved at once (``OUT/chunks/step-<step>.npz``);
-    a rerun skips them.
+    evaluation flags. Each checkpoint is its own sub-run (``OUT/steps/<step>/``), saved as soon as
+    it is done; a rerun skips the finished ones. ``workers`` processes (default: all cores)
+    evaluate one checkpoint each at a time.
     """
     if workers is not None and workers < 1:
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
     selected = select_checkpoints(spec.run, None if spec.checkpoints == "all" else spec.checkpoints)
-    steps = [s for s, _ in selected]
-    run = _prepare_parent(out, spec.model_dump(mode="json"), steps, overwrite)
-    (run.path / CHUNKS).mkdir(exist_ok=True)
-    ev = spec.evaluation
-    run.update_run(status="running", training_run=spec.run, steps=steps, versions=package_versions(), cores=cpu_count(),
-                   seeds={**episode_seeds(ev.seed)},
-                   started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    from tqdm.auto import tqdm
+    base = spec.model_dump(mode="json")
 
-    t0, env_steps = time.perf_counter(), 0
-    results: dict[int, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
-    for step, _ in selected:
-        f = _curve_file(run, step)
-        if f.is_file():
-            with np.load(f, allow_pickle=False) as z:
-                results[step] = ({k: z[k] for k in _CURVE_FIELDS}, json.loads(str(z["facts"])))
-    if results:
-        log.info("resuming: %d of %d checkpoints already evaluated", len(results), len(selected))
-    bar = tqdm(total=len(selected), initial=len(results), unit="ckpt", desc="checkpoints", disable=not progress, dynamic_ncols=True)
-    todo = [(step, folder) for step, folder in selected if step not in results]
-    workers = max(1, min(cpu_count() if workers is None else int(workers), len(todo) or 1))
+    def sub_spec(step: int, folder: Path) -> dict[str, Any]:
+        return dict(base, kind="curve-checkpoint", checkpoint=str(folder), step=int(step))
 
-    def finished(step: int, arrays: dict[str, np.ndarray], facts: dict[str, Any]) -> None:
-        nonlocal env_steps
-        tmp = _curve_file(run, step).with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays, facts=np.array(json.dumps(facts)))
-        tmp.replace(_curve_file(run, step))
-        results[step] = (arrays, facts)
-        env_steps += facts["env_steps"]
-        bar.update(1)
-        bar.set_postfix_str(f"step {step}: mean return {np.nanmean(arrays['returns']):.4g}")
+    def combine(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
+        ds = xr.concat([d for _, d in sorted(done, key=lambda x: x[0])], dim="step", combine_attrs="drop_conflicts")
+        ds.attrs["has_critic"] = int(all(int(d.attrs.get("has_critic", 0)) for _, d in done))
+        return ds
 
-    try:
-        if workers == 1:
-            for step, folder in todo:
-                finished(step, *_evaluate_checkpoint(spec, folder, max_envs))
-        else:  # one checkpoint per worker process at a time; each is saved as soon as it is done
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-            from rlscape.core.execute import _context
-
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_curve_worker)
-            try:
-                futures = {pool.submit(_evaluate_checkpoint, spec, folder, max_envs): step for step, folder in todo}
-                pending = set(futures)
-                while pending:
-                    done_now, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done_now:
-                        finished(futures[fut], *fut.result())  # a worker's exception surfaces here
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
-    ds = curve_dataset(spec, steps, [results[s] for s in steps])
-    run.write_dataset(ds)
-    wall = time.perf_counter() - t0
-    run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=round(wall, 3),
-                   env_steps_this_session=env_steps, env_steps_per_s=round(env_steps / max(wall, 1e-9), 1))
-    return ds
+    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=partial(evaluate_checkpoint, spec, max_envs),
+                            combine=combine, overwrite=overwrite, progress=progress,
+                            workers=cpu_count() if workers is None else workers, record={"training_run": spec.run})
 
 
 def curve_dataset(spec: CurveSpec, steps: list[int], results: list[tuple[dict[str, np.ndarray], dict[str, Any]]]) -> xr.Dataset:

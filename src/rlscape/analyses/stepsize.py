@@ -31,16 +31,16 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from rlscape.analyses.surface import make_directions
-from rlscape.core.directions import DIRECTION_STREAM
+from rlscape.core.directions import DIRECTION_STREAM, Direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
+from rlscape.core.lifecycle import Run, open_run, over_checkpoints
 from rlscape.core.params import check_finite
 from rlscape.core.policy import Agent, load_checkpoint
-from rlscape.core.results import load
-from rlscape.core.runs import select_checkpoints
+from rlscape.core.runs import checkpoints_label, select_checkpoints
 from rlscape.core.spec import EvalSpec, SurfaceSpec
-from rlscape.core.store import RunDir, cpu_count, package_versions
+from rlscape.core.store import cpu_count
 
 log = logging.getLogger(__name__)
 
@@ -289,30 +289,36 @@ def stepsize(
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
     if agent is None:
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
+    plan = _checked(spec, agent)
+    if out is None:
+        return search_step_size(None, spec, *plan, workers=workers, max_envs=max_envs, progress=progress)
+    with open_run(out, spec.model_dump(mode="json"), overwrite=overwrite, owned=(_EVALS,)) as run:
+        ds = search_step_size(run, spec, *plan, workers=workers, max_envs=max_envs, progress=progress)
+        run.finish(ds)
+    return ds
+
+
+def _checked(spec: StepSizeSpec, agent: Agent) -> tuple[Agent, dict[str, np.ndarray], Direction, bool]:
+    """Check the inputs of one search: (agent, θ0, the direction, whether it is a checkpoint difference)."""
     agent.check_sampling(spec.evaluation.deterministic)
-    max_envs = max_envs or agent.env.default_max_envs()
     theta0 = agent.parameters(spec.params)
     check_finite(theta0, "the policy")
     dirs, interpolate = make_directions(spec.line_spec(), agent, theta0)
-    d = dirs[0]
-    if d.norm == 0:
+    if dirs[0].norm == 0:
         raise RlscapeError("the direction is zero; the step size along it is undefined — choose another --direction")
-    if out is not None:
-        # the cache of evaluations belongs to one spec: never reuse it for another
-        cached = Path(out) / _EVALS
-        if cached.is_file() and (overwrite or RunDir(Path(out)).read_spec() != spec.model_dump(mode="json")):
-            if not overwrite:
-                raise RlscapeError(f"{out} holds a different step-size search; choose another --out, or pass --overwrite to replace it")
-            cached.unlink()
-    run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
+    return agent, theta0, dirs[0], interpolate
+
+
+def search_step_size(run: Run | None, spec: StepSizeSpec, agent: Agent, theta0: dict[str, np.ndarray], d: Direction,
+                     interpolate: bool, *, workers: int | None = None, max_envs: int | None = None,
+                     progress: bool = True) -> xr.Dataset:
+    """The search inside an open run (``None``: in memory); evaluations are cached there for a resume."""
+    max_envs = max_envs or agent.env.default_max_envs()
     if run is not None:
-        run.save_direction("dir1", d, theta0)
-        run.update_run(
-            status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
-            seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, 0])",
-                   **episode_seeds(spec.evaluation.seed)},
-            parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
+        run.dir.save_direction("dir1", d, theta0)
+        run.record(env=agent.env.describe(), algo=agent.algo, parameter_names=list(theta0),
+                   seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, 0])",
+                          **episode_seeds(spec.evaluation.seed)})
     cache = _Cache(run.path / _EVALS if run is not None else None)
     ev = spec.evaluation
     budget = Budget(episodes=ev.episodes, steps=ev.steps)
@@ -356,10 +362,9 @@ def stepsize(
     }
     ds = build_stepsize_dataset(result, cache, attrs)
     if run is not None:
-        run.write_dataset(ds)
-        run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=round(wall, 3),
-                       env_steps_this_session=steps_taken[0], alpha_star=result.alpha, search_status=result.status,
-                       n_evaluations=result.n_evaluations, n_rounds=result.n_rounds, workers=workers or cpu_count())
+        run.record(env_steps_this_session=steps_taken[0], alpha_star=result.alpha, search_status=result.status,
+                   n_evaluations=result.n_evaluations, n_rounds=result.n_rounds, workers=workers or cpu_count(),
+                   search_wall_time_s=round(wall, 3))
     log.info("α* = %.4g (%s) after %d evaluations in %d rounds; J(θ) = %.4g, threshold %.4g",
              result.alpha, result.status, result.n_evaluations, result.n_rounds, result.j0, result.threshold)
     return ds
@@ -409,14 +414,6 @@ def build_stepsize_dataset(result: StepSizeResult, cache: _Cache, attrs: dict[st
 
 # -- over training ---------------------------------------------------------------------------------
 
-STEPS_DIR = "steps"
-
-
-def step_dir(out: str | Path, step: int) -> Path:
-    """The sub-run of checkpoint ``step``: ``OUT/steps/<10-digit step>``."""
-    return Path(out) / STEPS_DIR / f"{int(step):010d}"
-
-
 def stepsize_over_training(
     run_dir: str | Path,
     template: StepSizeSpec,
@@ -437,24 +434,17 @@ def stepsize_over_training(
     """
     selected = select_checkpoints(run_dir, checkpoints)
     top_spec = {"kind": "stepsize-over-training", "run": str(Path(run_dir).resolve()),
-                "checkpoints": [s for s, _ in selected], "search": template.model_dump(mode="json", exclude={"checkpoint"})}
-    top = RunDir.prepare(out, top_spec, overwrite)
-    top.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    per_step = []
-    for i, (step, folder) in enumerate(selected):
-        spec = template.model_copy(update={"checkpoint": str(Path(folder).resolve())})
-        sub = RunDir(step_dir(out, step))
-        if not overwrite and sub.status() == "complete" and sub.read_spec() == spec.model_dump(mode="json"):
-            log.info("checkpoint %d: reusing the finished search in %s", step, sub.path)
-            ds = load(sub.path)
-        else:
-            log.info("checkpoint %d (%d of %d)", step, i + 1, len(selected))
-            ds = stepsize(spec, sub.path, overwrite=overwrite, workers=workers, max_envs=max_envs, progress=progress)
-        per_step.append((step, ds))
-    combined = combine_over_training(per_step, Path(run_dir))
-    top.write_dataset(combined)
-    top.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return combined
+                "checkpoints": checkpoints_label(checkpoints), "search": template.model_dump(mode="json", exclude={"checkpoint"})}
+    specs = {step: template.model_copy(update={"checkpoint": str(Path(folder).resolve())}) for step, folder in selected}
+
+    def compute(step: int, folder: Path, run: Run) -> xr.Dataset:
+        spec = specs[step]
+        agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
+        return search_step_size(run, spec, *_checked(spec, agent), workers=workers, max_envs=max_envs, progress=progress)
+
+    return over_checkpoints(out, top_spec, selected, sub_spec=lambda step, _f: specs[step].model_dump(mode="json"),
+                            compute=compute, combine=lambda done: combine_over_training(done, Path(run_dir)),
+                            overwrite=overwrite, progress=progress, record={"training_run": str(Path(run_dir).resolve())})
 
 
 def combine_over_training(per_step: list[tuple[int, xr.Dataset]], run_dir: Path | None = None) -> xr.Dataset:

@@ -21,10 +21,12 @@ from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, differe
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
+from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
+from rlscape.core.runs import is_checkpoint
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
-from rlscape.core.store import ChunkData, RunDir, cpu_count, merge_chunks, package_versions
+from rlscape.core.store import ChunkData, cpu_count, merge_chunks
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,6 @@ _SAVE_EVERY_S = 5.0
 
 
 # -- directions ------------------------------------------------------------------------------------
-
-def _is_checkpoint(source: str) -> bool:
-    p = Path(source)
-    return (p.is_dir() and any(p.glob("*.zip"))) or (p.is_file() and p.suffix == ".zip")
-
 
 def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarray],
                     given: Sequence[Direction | None] = ()) -> tuple[list[Direction], bool]:
@@ -62,7 +59,7 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
                 raise RlscapeError("a gradient direction moves the actor; use --params actor or all with --dir1 gradient")
             log.info("estimating the policy gradient from %d episodes …", spec.gradient_episodes)
             out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params).direction())
-        elif _is_checkpoint(source):
+        elif is_checkpoint(source):
             if spec.kind != "line":
                 raise RlscapeError("a checkpoint as a plane direction is not supported; use it with `rlscape line --direction`")
             other = load_checkpoint(source, agent.env.env_id, algo=spec.algo)
@@ -227,15 +224,34 @@ def run_surface(
         raise RlscapeError(f"--workers must be at least 1, not {workers}")
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
+    plan = prepare_surface(spec, agent, directions)
+    kwargs = {"workers": workers, "max_envs": max_envs, "generic_envs": generic_envs, "progress": progress}
+    if out is None:
+        return evaluate_surface(None, spec, *plan, **kwargs)
+    # only now, with every input checked, does the run directory get touched
+    with open_run(out, spec.model_dump(mode="json"), overwrite=overwrite) as run:
+        ds = evaluate_surface(run, spec, *plan, **kwargs)
+        run.finish(ds)
+    return ds
+
+
+def prepare_surface(spec: SurfaceSpec, agent: Agent | None = None, directions: Sequence[Direction | None] = ()
+                    ) -> tuple[Agent, dict[str, np.ndarray], list[Direction], bool]:
+    """Check every input of a surface: (agent, θ0, directions, whether it interpolates θ1→θ2)."""
     if agent is None:
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
     agent.check_sampling(spec.evaluation.deterministic)
-    max_envs = max_envs or agent.env.default_max_envs()
     theta0 = agent.parameters(spec.params)
     check_finite(theta0, "the policy")
     dirs, interpolate = make_directions(spec, agent, theta0, directions)
-    # only now, with every input checked, does the run directory get touched
-    run = RunDir.prepare(out, spec.model_dump(mode="json"), overwrite) if out is not None else None
+    return agent, theta0, dirs, interpolate
+
+
+def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarray], dirs: list[Direction],
+                     interpolate: bool, *, workers: int | None = None, max_envs: int | None = None,
+                     generic_envs: bool = False, progress: bool = True) -> xr.Dataset:
+    """The computation of a surface inside an open run (``None``: in memory only); resumes its chunks."""
+    max_envs = max_envs or agent.env.default_max_envs()
     ax = axes(spec)
     coords = grid_coords(ax)
     names = [f"dir{i + 1}" for i in range(len(dirs))]
@@ -262,18 +278,16 @@ def run_surface(
         if interpolate:
             attrs["checkpoint2"] = str(d.meta.get("source"))
 
+    chunks: list[ChunkData] = []
     if run is not None:
         for name, d in zip(names, dirs, strict=True):
-            run.save_direction(name, d, theta0)
-        run.update_run(
-            status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
+            run.dir.save_direction(name, d, theta0)
+        run.record(
+            env=agent.env.describe(), algo=agent.algo, parameter_names=list(theta0),
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, index]) (index 0 = dir1, 1 = dir2)",
                    **episode_seeds(spec.evaluation.seed)},
-            parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        chunks = run.read_chunks()
-    else:
-        chunks = []
+        chunks = run.dir.read_chunks()
 
     done = np.zeros(len(coords), bool)
     for c in chunks:
@@ -296,7 +310,7 @@ def run_surface(
         arrays = {"returns": res.returns, "lengths": res.lengths, "discounted_returns": res.discounted_returns,
                   "value_sums": res.value_sums, "td_sq_sums": res.td_sq_sums}
         if run is not None:
-            run.write_chunk(points, arrays)
+            run.dir.write_chunk(points, arrays)
         chunks.append(ChunkData(points, **arrays))
         steps_here[0] += res.env_steps
         if bar is not None:
@@ -317,11 +331,8 @@ def run_surface(
     wall = time.perf_counter() - t_start
     ds = build_dataset(spec, ax, merge_chunks(chunks, len(coords)), attrs)
     if run is not None:
-        run.write_dataset(ds)
-        run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=round(wall, 3),
-                       env_steps_this_session=steps_here[0], env_steps_per_s=round(steps_here[0] / max(wall, 1e-9), 1),
-                       workers=workers or cpu_count(), max_envs=max_envs,
-                       env_engine=agent.env.vec_engine(generic_envs))
+        run.record(env_steps_this_session=steps_here[0], env_steps_per_s=round(steps_here[0] / max(wall, 1e-9), 1),
+                   workers=workers or cpu_count(), max_envs=max_envs, env_engine=agent.env.vec_engine(generic_envs))
     log.info("%s done: %d points, %d env steps in %.1f s (%.0f steps/s)", spec.kind, len(coords), steps_here[0], wall,
              steps_here[0] / max(wall, 1e-9))
     return ds
@@ -407,7 +418,7 @@ def line(
     """
     d = as_direction(direction)
     loaded = agent if isinstance(agent, Agent) else None
-    rng = range if range is not None else ((0.0, 1.0) if isinstance(d, str) and _is_checkpoint(d) else (-1.0, 1.0))
+    rng = range if range is not None else ((0.0, 1.0) if isinstance(d, str) and is_checkpoint(d) else (-1.0, 1.0))
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
                      env_id=env_id, grid=(points,), ranges=(tuple(map(float, rng)),), directions=_names(d),
                      normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic))

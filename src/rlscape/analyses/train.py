@@ -38,7 +38,7 @@ from rlscape.core.envs import EnvSpec, is_atari
 from rlscape.core.errors import RlscapeError
 from rlscape.core.policy import ALGOS, ENV_FILE, _algo_class
 from rlscape.core.runs import CHECKPOINT_FILE, CHECKPOINTS, TRAIN_FILE, checkpoint_name, list_checkpoints
-from rlscape.core.store import _atomic_write_text, package_versions
+from rlscape.core.store import atomic_write_text, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -543,7 +543,7 @@ def train(
     start_step = checkpoints[-1][0] if checkpoints else 0
     if checkpoints and start_step >= steps:
         if old.get("status") != "complete":
-            _atomic_write_text(run_dir / TRAIN_FILE, json.dumps(dict(old, status="complete", finished=old.get("finished") or _now()), indent=2))
+            atomic_write_text(run_dir / TRAIN_FILE, json.dumps(dict(old, status="complete", finished=old.get("finished") or _now()), indent=2))
         log.info("%s is already trained to step %d (asked: %d); nothing to do", run_dir, start_step, steps)
         return run_dir
 
@@ -584,13 +584,13 @@ def train(
             if run_dir.exists():
                 shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)  # only hidden, incomplete ones can be here
             (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(run_dir / ENV_FILE, json.dumps(meta, indent=2))
+            atomic_write_text(run_dir / ENV_FILE, json.dumps(meta, indent=2))
             episodes, wall_before = 0, 0.0
             train_info.update(started=_now(), resumed=[])
         for stale in (run_dir / CHECKPOINTS).glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         train_info.update(status="running", finished=None, device_used=str(model.device))
-        _atomic_write_text(run_dir / TRAIN_FILE, json.dumps(train_info, indent=2))
+        atomic_write_text(run_dir / TRAIN_FILE, json.dumps(train_info, indent=2))
 
         show = sys.stderr.isatty() if progress is None else progress
         callback = _checkpoint_callback(run_dir, algo, save_every, replay_buffer, steps, start_step, episodes, wall_before, show)
@@ -598,7 +598,7 @@ def train(
             model.learn(steps - start_step, callback=callback, reset_num_timesteps=not checkpoints)
         except BaseException as exc:
             train_info.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-            _atomic_write_text(run_dir / TRAIN_FILE, json.dumps(train_info, indent=2))
+            atomic_write_text(run_dir / TRAIN_FILE, json.dumps(train_info, indent=2))
             raise
         if callback.last_saved != model.num_timesteps:
             callback.save()
@@ -606,6 +606,6 @@ def train(
     finally:
         torch.set_num_threads(threads)
     train_info.update(status="complete", finished=_now(), final_step=int(model.num_timesteps))
-    _atomic_write_text(run_dir / TRAIN_FILE, json.dumps(train_info, indent=2))
+    atomic_write_text(run_dir / TRAIN_FILE, json.dumps(train_info, indent=2))
     log.info("trained %s on %s to step %d → %s", algo.upper(), env_id, model.num_timesteps, run_dir)
     return run_dir

@@ -55,7 +55,7 @@ def _die_with_parent() -> None:
             pass
 
 
-def _context() -> Any:
+def process_context() -> Any:
     """``fork`` on Linux: workers start in milliseconds, scripts need no ``__main__`` guard, and
     adapter functions need not be picklable. Elsewhere ``spawn`` (fork is unsafe on macOS)."""
     return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
@@ -144,7 +144,7 @@ def evaluate_points(
             torch.set_num_threads(threads)
         return total_steps
 
-    ctx = _context()
+    ctx = process_context()
     payload: bytes | tuple[Any, ...] = (agent, base, basis, kwargs)
     if ctx.get_start_method() != "fork":
         try:

@@ -33,6 +33,17 @@ def checkpoint_name(step: int) -> str:
     return f"{int(step):0{STEP_DIGITS}d}"
 
 
+def is_checkpoint(source: str | Path) -> bool:
+    """Whether ``source`` is one SB3 checkpoint: a ``.zip`` file, or a folder holding one."""
+    p = Path(source)
+    return (p.is_dir() and any(p.glob("*.zip"))) or (p.is_file() and p.suffix == ".zip")
+
+
+def checkpoints_label(spec: str | None) -> str:
+    """The canonical text of a ``--checkpoints`` choice (``all`` or the steps as given, spaces removed)."""
+    return "all" if spec is None or spec.strip().lower() in ("", "all") else spec.replace(" ", "")
+
+
 def is_training_run(path: str | Path) -> bool:
     """Whether ``path`` is a training run directory written by ``rlscape train``."""
     p = Path(path)

@@ -60,7 +60,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -86,18 +87,22 @@ class RunDir:
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, out: str | Path, spec: dict[str, Any], overwrite: bool = False) -> RunDir:
+    def prepare(cls, out: str | Path, spec: dict[str, Any], overwrite: bool = False, owned: tuple[str, ...] = ()) -> RunDir:
         """Open ``out`` for ``spec``: new, resumable (same spec, unfinished) or refused.
 
         A finished run is refused unless ``overwrite``; a different spec is refused unless
-        ``overwrite``; ``overwrite`` removes only what rlscape wrote there.
+        ``overwrite`` (or nothing of it was computed yet); ``overwrite`` removes only what rlscape
+        wrote there (the standard names plus ``owned``). Use it through
+        :func:`rlscape.core.lifecycle.open_run`, which also holds the lock and keeps the status.
         """
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise RlscapeError(f"--out {path} is a file; give a folder path")
         run = cls(path)
+        spec = json.loads(json.dumps(spec))  # the form it has once stored (tuples → lists)
+        names = _OWNED + tuple(owned)
         old = run.read_spec()
-        if old is not None and not overwrite and old != spec and run.status() != "complete" and not run.has_chunks():
+        if old is not None and not overwrite and old != spec and run.status() != "complete" and not run.has_results(names):
             log.info("%s holds an unstarted run of another spec; replacing it (nothing was computed)", path)
         elif old is not None and not overwrite:
             if old != spec:
@@ -110,22 +115,21 @@ class RunDir:
             if run.status() == "complete":
                 raise RlscapeError(f"{path} already holds this finished run; pass --overwrite to recompute it or choose another --out")
             log.info("resuming the run in %s", path)
-        if overwrite:
-            for name in _OWNED:
+        if overwrite or (old is not None and old != spec):
+            for name in names:
                 p = path / name
                 if p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
         try:
-            (path / CHUNKS).mkdir(parents=True, exist_ok=True)
-            (path / DIRECTIONS).mkdir(exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
             probe = path / ".rlscape-write-test"
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
             raise RlscapeError(f"cannot write to {path} ({exc.strerror or exc}); choose a writable --out") from None
-        _atomic_write_text(path / SPEC_FILE, json.dumps(spec, indent=2, sort_keys=True))
+        atomic_write_text(path / SPEC_FILE, json.dumps(spec, indent=2, sort_keys=True))
         return run
 
     def read_spec(self) -> dict[str, Any] | None:
@@ -147,13 +151,14 @@ class RunDir:
     def update_run(self, **fields: Any) -> None:
         info = self.read_run()
         info.update(fields)
-        _atomic_write_text(self.path / RUN_FILE, json.dumps(info, indent=2, sort_keys=True, default=str))
+        atomic_write_text(self.path / RUN_FILE, json.dumps(info, indent=2, sort_keys=True, default=str))
 
     # -- chunks -----------------------------------------------------------------------------------
     def save_direction(self, name: str, direction: Direction, theta0: NamedArrays) -> None:
         """Store ``directions/<name>.npz``; refuse if the run already holds a different one (a resume
         must continue with the directions its finished chunks were computed with)."""
         path = self.path / DIRECTIONS / f"{name}.npz"
+        path.parent.mkdir(exist_ok=True)
         if path.is_file():
             saved = load_direction(path, theta0)
             if any(not np.array_equal(saved.values[n], direction.values[n]) for n in theta0):
@@ -163,6 +168,7 @@ class RunDir:
     def write_chunk(self, points: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
         """Save one finished chunk atomically (write to a temporary name, then rename)."""
         name = f"points-{int(points[0]):07d}-{len(points):05d}-{time.time_ns()}"
+        (self.path / CHUNKS).mkdir(exist_ok=True)
         tmp = self.path / CHUNKS / f"{name}.tmp.npz"
         np.savez(tmp, points=np.asarray(points, np.int64), **{k: arrays[k] for k in _CHUNK_FIELDS})
         tmp.replace(self.path / CHUNKS / f"{name}.npz")
@@ -170,6 +176,12 @@ class RunDir:
     def has_chunks(self) -> bool:
         """Whether any chunk has finished (without reading them)."""
         return any(not f.name.endswith(".tmp.npz") for f in (self.path / CHUNKS).glob("points-*.npz"))
+
+    def has_results(self, names: tuple[str, ...] = ()) -> bool:
+        """Whether anything was computed here: a chunk, results, or a non-empty folder among ``names``."""
+        if self.has_chunks() or (self.path / RESULTS).exists():
+            return True
+        return any((self.path / n).is_dir() and any((self.path / n).iterdir()) for n in names if n not in (SPEC_FILE, RUN_FILE, "plots"))
 
     def read_chunks(self) -> list[ChunkData]:
         """Every finished chunk (temporary files from a killed run are ignored)."""
