@@ -42,8 +42,8 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a finished
 ScaleOpt = Annotated[str | None, typer.Option("--scale", help="unit|match|raw: scale of gradient/eigenvector/file directions (default: gradient match, files as stored).")]
 GradEpisodes = Annotated[int, typer.Option("--gradient-episodes", help="Episodes of the REINFORCE estimate behind a `gradient` direction.")]
 PlotOpt = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the figures when done.")]
-AllCkpts = Annotated[bool, typer.Option("--all-checkpoints", help="CHECKPOINT is a training run: one analysis per checkpoint (dim step).")]
-Ckpts = Annotated[str | None, typer.Option("--checkpoints", help="CHECKPOINT is a training run: only these steps, e.g. 0,10000,20000.")]
+AllCkpts = Annotated[bool, typer.Option("--all-checkpoints", hidden=True, help="The same as --checkpoints all.")]
+Ckpts = Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' (the default) or steps a,b,c; one analysis per checkpoint (dim step).")]
 
 
 def _pair(text: str, what: str, cast: type = float) -> tuple[Any, Any]:
@@ -206,17 +206,12 @@ def plot(
 
 
 def _over_training(checkpoint: Path, all_checkpoints: bool, checkpoints: str | None) -> bool:
-    """Whether CHECKPOINT is analysed checkpoint by checkpoint; refuses ambiguous input."""
-    from rlscape.core.runs import is_training_run
+    """Whether CHECKPOINT is a training run analysed checkpoint by checkpoint (``--checkpoints``: all by default)."""
+    from rlscape.core.runs import over_training
 
-    if all_checkpoints and checkpoints is not None:
-        raise RlscapeError("give --all-checkpoints or --checkpoints a,b,c, not both")
-    wanted = all_checkpoints or checkpoints is not None
-    if wanted and not is_training_run(checkpoint):
-        raise RlscapeError(f"{checkpoint} is not a training run (no checkpoints/ folder); drop --all-checkpoints/--checkpoints or give a run folder")
-    if not wanted and is_training_run(checkpoint):
-        raise RlscapeError(f"{checkpoint} is a training run; pass --all-checkpoints or --checkpoints a,b,c, or give one checkpoint folder")
-    return wanted
+    if all_checkpoints and checkpoints is not None and checkpoints.strip().lower() != "all":
+        raise RlscapeError("--all-checkpoints is --checkpoints all; give one of them")
+    return over_training(checkpoint, "all" if all_checkpoints else checkpoints)
 
 
 def _surface_over_training(spec: Any, out: Path, checkpoints: str | None, overwrite: bool, workers: int | None,
@@ -232,7 +227,7 @@ def _surface_over_training(spec: Any, out: Path, checkpoints: str | None, overwr
 def curve(
     run: Annotated[Path, typer.Argument(help="A training run: DIR/checkpoints/<step>/model.zip (as `rlscape train` writes).")],
     out: Out,
-    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="Only these steps, e.g. 0,10000 (default: all).")] = None,
+    checkpoints: Ckpts = None,
     env: EnvOpt = None,
     algo: AlgoOpt = None,
     episodes: Episodes = None,
@@ -337,7 +332,7 @@ def stepsize(
     scale: ScaleOpt = None,
     gradient_episodes: GradEpisodes = 100,
     all_checkpoints: AllCkpts = False,
-    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: only these steps a,b,c.")] = None,
+    checkpoints: Ckpts = None,
     env: EnvOpt = None,
     vecnormalize: VecNorm = None,
     algo: AlgoOpt = None,
@@ -472,7 +467,7 @@ def gradient(
     baseline: Annotated[str, typer.Option("--baseline", help="mean|critic|none baseline of REINFORCE.")] = "mean",
     gamma: Annotated[float, typer.Option("--gamma", help="Discount of the reward-to-go (1 = the undiscounted J).")] = 1.0,
     batches: Annotated[int, typer.Option("--batches", help="Independent batches for the standard error.")] = 10,
-    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    checkpoints: Ckpts = None,
     env: EnvOpt = None,
     algo: AlgoOpt = None,
     seed: Seed = 0,
@@ -508,7 +503,7 @@ def hessian(
     trace_vectors: Annotated[int, typer.Option("--trace-vectors", help="Hutchinson probe vectors (0: skip the trace).")] = 10,
     slq_vectors: Annotated[int, typer.Option("--slq-vectors", help="SLQ start vectors (0: skip the density).")] = 4,
     slq_steps: Annotated[int, typer.Option("--slq-steps", help="Lanczos steps per SLQ vector.")] = 30,
-    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' or steps a,b,c.")] = None,
+    checkpoints: Ckpts = None,
     env: EnvOpt = None,
     algo: AlgoOpt = None,
     seed: Seed = 0,

@@ -36,11 +36,11 @@ def test_plane_over_checkpoints_and_its_gif(ppo_run, tmp_path, capsys):
 
 def test_line_over_all_checkpoints(sac_run, tmp_path, capsys):
     out = tmp_path / "lines"
-    code, _, err = run_cli(["line", sac_run, "--checkpoints", "0,200", "--out", out, "--points", "3", "--range=-0.5,0.5",
+    code, _, err = run_cli(["line", sac_run, "--out", out, "--points", "3", "--range=-0.5,0.5",
                             "--episodes", "1", "--workers", "1"], capsys)
     assert code == 0, err
     ds = xr.open_zarr(out / "results.zarr")
-    assert dict(ds.sizes) == {"step": 2, "alpha": 3, "episode": 1}
+    assert dict(ds.sizes) == {"step": 3, "alpha": 3, "episode": 1}  # a training run: every checkpoint by default
     np.testing.assert_allclose(ds.alpha, [-0.5, 0, 0.5])
     for name in ("line_heatmap.png", "line_heatmap.pdf", "lines_3d.png", "lines_3d.pdf"):
         assert (out / "plots" / name).stat().st_size > 1000, name
@@ -48,10 +48,10 @@ def test_line_over_all_checkpoints(sac_run, tmp_path, capsys):
 
 def test_over_training_bad_input(ppo_run, cartpole_ppo, tmp_path, capsys):
     cases = [
-        (["plane", ppo_run, "--out", tmp_path / "a", *TINY], "is a training run; pass --all-checkpoints"),
+        (["stepsize", cartpole_ppo, "--checkpoints", "all", "--out", tmp_path / "a"], "is not a training run"),
         (["plane", ppo_run, "--checkpoints", "0,7", "--out", tmp_path / "a", *TINY], "available steps: 0, 512, 1024, 1536"),
         (["line", cartpole_ppo, "--all-checkpoints", "--out", tmp_path / "a", *TINY], "is not a training run"),
-        (["plane", ppo_run, "--all-checkpoints", "--checkpoints", "0", "--out", tmp_path / "a", *TINY], "not both"),
+        (["plane", ppo_run, "--all-checkpoints", "--checkpoints", "0", "--out", tmp_path / "a", *TINY], "give one of them"),
         (["curve", tmp_path, "--out", tmp_path / "a"], "is not a training run"),
     ]
     for args, message in cases:

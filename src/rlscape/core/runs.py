@@ -44,6 +44,19 @@ def checkpoints_label(spec: str | None) -> str:
     return "all" if spec is None or spec.strip().lower() in ("", "all") else spec.replace(" ", "")
 
 
+def over_training(source: str | Path, checkpoints: str | None) -> bool:
+    """The one meaning of ``--checkpoints`` in every command that takes a training run.
+
+    A training run is analysed checkpoint by checkpoint: ``None`` or ``"all"`` selects every
+    checkpoint, ``"a,b,c"`` those steps. A single checkpoint with ``--checkpoints`` is refused.
+    """
+    if is_training_run(source):
+        return True
+    if checkpoints is not None:
+        raise RlscapeError(f"{source} is not a training run (no {CHECKPOINTS}/ folder); drop --checkpoints or give a run folder")
+    return False
+
+
 def is_training_run(path: str | Path) -> bool:
     """Whether ``path`` is a training run directory written by ``rlscape train``."""
     p = Path(path)
