@@ -40,7 +40,7 @@ def agent(env_id: str) -> Path:
     env, steps, kwargs = AGENTS[env_id]
     t0 = time.perf_counter()
     if env_id == "CartPole-v1":
-        from rlscape.analyses.quickstart import train_quickstart_agent
+        from rlscape.training.quickstart import train_quickstart_agent
 
         train_quickstart_agent(folder, steps=steps)
     else:

@@ -33,7 +33,7 @@ def main() -> None:
     import rlscape
     from rlscape.analyses.gradient import FlatPolicy, batch_tensors, collect
     from rlscape.analyses.hessian import PolicyHessian
-    from rlscape.analyses.quickstart import train_quickstart_agent
+    from rlscape.training.quickstart import train_quickstart_agent
 
     ckpt = Path(args.checkpoint)
     if not ckpt.exists():

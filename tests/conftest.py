@@ -70,7 +70,7 @@ def untrained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], 
 # -- training runs written by `rlscape train`, for the over-training analyses -----------------------
 
 def _train(path: Path, algo: str, env_id: str, steps: int, save_every: int, hyperparams: dict) -> None:
-    from rlscape.analyses.train import train
+    from rlscape.training.train import train
 
     train(env_id, algo, steps=steps, out=path, save_every=save_every, seed=0, n_envs=1, hyperparams=hyperparams,
           device="cpu", progress=False)

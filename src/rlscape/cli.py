@@ -263,24 +263,21 @@ def quickstart(
     """Train a small PPO agent on CartPole-v1, map a 21×21 reward surface around it, draw it."""
     import time
 
-    from rlscape.analyses.quickstart import train_quickstart_agent
     from rlscape.analyses.surface import run_surface
     from rlscape.core.spec import SurfaceSpec, validated
+    from rlscape.training.quickstart import train_quickstart_agent
 
     t0 = time.perf_counter()
     agent_dir = train_quickstart_agent(out / "agent", steps=train_steps, seed=seed, overwrite=overwrite)
     spec = validated(SurfaceSpec, kind="plane", checkpoint=str(agent_dir), grid=(grid, grid),
                      ranges=((-magnitude, magnitude),) * 2, directions=("random", "random"),
                      evaluation=_eval(episodes, None, seed, False))
-    from rlscape.core.store import RunDir
+    from rlscape.core.lifecycle import finished_result
 
     plane_dir = out / "plane"
-    run = RunDir(plane_dir)
-    if not overwrite and run.status() == "complete" and run.read_spec() == spec.model_dump(mode="json"):  # type: ignore[union-attr]
-        from rlscape.core.results import load
-
+    ds = None if overwrite else finished_result(plane_dir, spec.model_dump(mode="json"))
+    if ds is not None:
         log.info("the plane in %s is already complete; redrawing it", plane_dir)
-        ds = load(plane_dir)
     else:
         ds = run_surface(spec, plane_dir, overwrite=overwrite, workers=workers)  # type: ignore[arg-type]
     _finish(ds, plane_dir, True)
@@ -302,8 +299,8 @@ def train(
     replay_buffer: Annotated[bool, typer.Option("--replay-buffer/--no-replay-buffer", help="Save the replay buffer with each checkpoint (off-policy).")] = True,
 ) -> None:
     """Train an SB3 agent, saving whole checkpoints (model + optimizer, VecNormalize, replay buffer) as it goes."""
-    from rlscape.analyses.train import train as run_training
     from rlscape.core.runs import list_checkpoints
+    from rlscape.training.train import train as run_training
 
     try:
         run_training(env_id, algo, steps=steps, out=out, save_every=save_every, seed=seed, n_envs=n_envs,

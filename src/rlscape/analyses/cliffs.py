@@ -217,14 +217,14 @@ def one_update(checkpoint: str | Path, algo: str, seed: int, agent: Any = None) 
     from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from rlscape.core.policy import _algo_class, load_checkpoint, resolve_model_zip
+    from rlscape.core.policy import algo_class, load_checkpoint, resolve_model_zip
 
     if algo not in DIVE_ALGOS:
         raise RlscapeError(f"the cliff dive updates with {' or '.join(DIVE_ALGOS)}, not {algo!r}")
     agent = agent if agent is not None else load_checkpoint(checkpoint)
     if agent.algo not in ("ppo", "a2c", "trpo"):
         raise RlscapeError(f"the cliff dive needs an on-policy actor-critic checkpoint (ppo, a2c, trpo), not {agent.algo}")
-    src = _algo_class(agent.algo).load(resolve_model_zip(checkpoint), device="cpu")
+    src = algo_class(agent.algo).load(resolve_model_zip(checkpoint), device="cpu")
     hp = {**DIVE_HYPERPARAMS["common"], **DIVE_HYPERPARAMS[algo]}
     n_envs = hp.pop("n_envs")
     policy_kwargs = {k: v for k, v in (src.policy_kwargs or {}).items() if k not in ("optimizer_class", "optimizer_kwargs")}

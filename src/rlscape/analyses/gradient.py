@@ -392,11 +392,11 @@ def _load_trainable(agent: Agent, checkpoint: str | Path, seed: int) -> Any:
     """A fresh SB3 model from disk with its saved optimizer state and real learning rate."""
     from stable_baselines3.common.logger import configure
 
-    from rlscape.core.policy import _algo_class, resolve_model_zip
+    from rlscape.core.policy import algo_class, resolve_model_zip
 
     zip_path = resolve_model_zip(checkpoint)
     try:
-        model = _algo_class(agent.algo).load(zip_path, device="cpu")
+        model = algo_class(agent.algo).load(zip_path, device="cpu")
     except Exception as exc:  # noqa: BLE001 - SB3 raises many types for a bad file
         raise RlscapeError(f"cannot load {zip_path} with its training state ({type(exc).__name__}); --kind update needs a model saved by SB3 with model.save()") from None
     model.set_random_seed(seed)

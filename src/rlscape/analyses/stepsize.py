@@ -45,7 +45,6 @@ from rlscape.core.store import cpu_count
 log = logging.getLogger(__name__)
 
 FOUND, NEVER_FALLS, FALLS_IMMEDIATELY = "found", "never_falls", "falls_immediately"
-STATUSES = (FOUND, NEVER_FALLS, FALLS_IMMEDIATELY)
 
 
 # -- the search ------------------------------------------------------------------------------------

@@ -90,12 +90,3 @@ def norm(params: Mapping[str, np.ndarray]) -> float:
 def dot(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
     """Inner product of two named vectors with the same names."""
     return float(sum(float(np.sum(a[n].astype(np.float64) * b[n])) for n in a))
-
-
-def add_scaled(base: Mapping[str, np.ndarray], terms: Iterable[tuple[float, Mapping[str, np.ndarray]]]) -> NamedArrays:
-    """``base + Σ c_i · d_i`` as a new named vector."""
-    out = {n: v.astype(np.float32, copy=True) for n, v in base.items()}
-    for c, d in terms:
-        for n in out:
-            out[n] += np.float32(c) * d[n]
-    return out

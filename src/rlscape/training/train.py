@@ -36,13 +36,12 @@ import yaml
 
 from rlscape.core.envs import EnvSpec, is_atari
 from rlscape.core.errors import RlscapeError
-from rlscape.core.policy import ALGOS, ENV_FILE, _algo_class
+from rlscape.core.policy import ALGOS, ENV_FILE, algo_class
 from rlscape.core.runs import CHECKPOINT_FILE, CHECKPOINTS, TRAIN_FILE, checkpoint_name, list_checkpoints
 from rlscape.core.store import atomic_write_text, package_versions
 
 log = logging.getLogger(__name__)
 
-ON_POLICY = ("ppo", "a2c", "trpo")
 OFF_POLICY = ("sac", "td3", "ddpg", "dqn")
 # Keys of the hyperparameter table that are not keywords of the algorithm.
 _TABLE_KEYS = ("policy", "n_envs", "normalize", "frame_stack", "noise_type", "noise_std", "n_timesteps", "env_wrapper")
@@ -255,7 +254,7 @@ def resolve_hyperparams(algo: str, env_id: str, overrides: Mapping[str, Any] | N
         names = [next(iter(w)) if isinstance(w, dict) else str(w) for w in (wrappers if isinstance(wrappers, list) else [wrappers])]
         if not (is_atari(env_id) and all(n.endswith("AtariWrapper") for n in names)):
             raise RlscapeError(f"env_wrapper {names} is not supported; only SB3's AtariWrapper (applied to every Atari game) is")
-    allowed = set(inspect.signature(_algo_class(algo).__init__).parameters) - {"self", *_RESERVED}
+    allowed = set(inspect.signature(algo_class(algo).__init__).parameters) - {"self", *_RESERVED}
     for key in hp:
         if key in _RESERVED:
             raise RlscapeError(f"hyperparameter {key!r} is set by rlscape; use the command-line option instead (e.g. --seed, --device)")
@@ -553,7 +552,7 @@ def train(
     if dev == "cpu" and policy != "CnnPolicy":
         torch.set_num_threads(1)  # small MLPs train faster on one thread
     try:
-        cls = _algo_class(algo)
+        cls = algo_class(algo)
         if checkpoints:
             step_dir = checkpoints[-1][1]
             ck = _read_json(step_dir / CHECKPOINT_FILE)

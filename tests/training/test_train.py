@@ -14,7 +14,10 @@ import pytest
 import torch
 import yaml
 
-from rlscape.analyses.train import (
+from rlscape.core.errors import RlscapeError
+from rlscape.core.policy import load_checkpoint
+from rlscape.core.runs import is_training_run, list_checkpoints, select_checkpoints
+from rlscape.training.train import (
     LinearSchedule,
     _table,
     default_hyperparams,
@@ -23,9 +26,6 @@ from rlscape.analyses.train import (
     sb3_kwargs,
     train,
 )
-from rlscape.core.errors import RlscapeError
-from rlscape.core.policy import load_checkpoint
-from rlscape.core.runs import is_training_run, list_checkpoints, select_checkpoints
 
 # PPO on CartPole with the tuned defaults (8 envs × 32 steps = 256-step rollouts), fewer epochs to be quick:
 # 256 / batch 256 = 1 minibatch per epoch, so 5 Adam steps per rollout.
