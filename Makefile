@@ -29,5 +29,6 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 lint: $(STAMP)
-	$(BIN)/pip install --quiet ruff
+	$(BIN)/pip install --quiet ruff mypy
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy

@@ -225,7 +225,7 @@ def run_surface(
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     plan = prepare_surface(spec, agent, directions)
-    kwargs = {"workers": workers, "max_envs": max_envs, "generic_envs": generic_envs, "progress": progress}
+    kwargs: dict[str, Any] = {"workers": workers, "max_envs": max_envs, "generic_envs": generic_envs, "progress": progress}
     if out is None:
         return evaluate_surface(None, spec, *plan, **kwargs)
     # only now, with every input checked, does the run directory get touched

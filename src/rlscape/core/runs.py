@@ -87,7 +87,7 @@ def select_checkpoints(run_dir: str | Path, spec: str | None) -> list[tuple[int,
         return available
     by_step = dict(available)
     steps_text = ", ".join(str(s) for s, _ in available)
-    chosen = []
+    chosen: list[tuple[int, Path]] = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue

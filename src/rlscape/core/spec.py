@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from rlscape.core.errors import RlscapeError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class EvalSpec(BaseModel):
@@ -26,7 +28,7 @@ class EvalSpec(BaseModel):
         """The evaluation spec for user flags: 20 episodes when neither budget is given."""
         if episodes is None and steps is None:
             episodes = 20
-        return validated(cls, episodes=episodes, steps=steps, seed=seed, deterministic=deterministic)  # type: ignore[return-value]
+        return validated(cls, episodes=episodes, steps=steps, seed=seed, deterministic=deterministic)
 
     @model_validator(mode="after")
     def _budget(self) -> EvalSpec:
@@ -91,7 +93,7 @@ class SurfaceSpec(BaseModel):
         return self
 
 
-def validated(model: type[BaseModel], **fields: object) -> BaseModel:
+def validated(model: type[M], **fields: object) -> M:
     """Build ``model``, turning pydantic's report into one line that says what to change."""
     try:
         return model(**fields)

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from rlscape.core.policy import ENV_FILE
 
@@ -13,7 +14,7 @@ log = logging.getLogger(__name__)
 
 ENV_ID = "CartPole-v1"
 # RL Zoo's tuned PPO hyperparameters for CartPole-v1 (linear schedules end at the last step).
-HYPERPARAMS = {"n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20, "ent_coef": 0.0}
+HYPERPARAMS: dict[str, Any] = {"n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20, "ent_coef": 0.0}
 
 
 def train_quickstart_agent(folder: Path, *, steps: int = 30_000, seed: int = 0, overwrite: bool = False) -> Path:
