@@ -228,7 +228,8 @@ def _detect_algo(data: dict[str, Any]) -> str:
     raise RlscapeError("cannot tell which algorithm saved this model; pass --algo (ppo, a2c, trpo, sac, td3, ddpg, dqn)")
 
 
-def _algo_class(algo: str) -> type:
+def algo_class(algo: str) -> type:
+    """The SB3 (or sb3-contrib) class of an algorithm name (``ppo``, ``a2c``, ``trpo``, ``sac``, ``td3``, ``ddpg``, ``dqn``)."""
     import stable_baselines3 as sb3
 
     if algo == "trpo":
@@ -236,6 +237,9 @@ def _algo_class(algo: str) -> type:
 
         return TRPO
     return {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN}[algo]
+
+
+_algo_class = algo_class  # the old private name, still imported by analyses.train
 
 
 @contextlib.contextmanager
@@ -342,7 +346,7 @@ def load_checkpoint(
     atari = bool(meta.get("atari", is_atari(env_id)))
     try:
         with _without_dynamo_import():
-            model = _algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
+            model = algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
     except Exception as first:  # noqa: BLE001 - SB3 raises many types for a bad file
         # Models saved with the old `gym` (e.g. from the RL Zoo) may hold spaces that no longer
         # unpickle: take them from the env the model is evaluated in, and try once more.
@@ -351,7 +355,7 @@ def load_checkpoint(
                             channel_first=atari).make()
             custom.update(observation_space=probe.observation_space, action_space=probe.action_space)
             probe.close()
-            model = _algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
+            model = algo_class(algo).load(zip_path, device="cpu", custom_objects=custom)
             log.warning("%s: its saved spaces could not be read; using those of %s", zip_path.name, env_id)
         except Exception:  # noqa: BLE001 - report the original failure
             msg = str(first).splitlines()[0] if str(first) else ""
