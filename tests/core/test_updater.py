@@ -192,3 +192,38 @@ def test_another_on_policy_algorithm_with_its_own_configuration(norm_run):
     assert (r.gradient_steps, r.rollout_steps) == (1, 40) and r.norm > 0
     with pytest.raises(RlscapeError, match="not sac"):
         Updater.from_checkpoint(_ckpt(norm_run, 1024), update_algo="sac")
+
+
+def test_td3_actor_step_equals_a_plain_sb3_loop_and_seeds_come_from_the_stream(tmp_path):
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.logger import Logger
+
+    with torch.random.fork_rng(devices=[]):
+        # learning_starts > steps: the buffer fills without training (the saved Adam state is empty)
+        model = TD3("MlpPolicy", "Pendulum-v1", learning_starts=1000, buffer_size=500, seed=0, device="cpu",
+                    policy_kwargs={"net_arch": [16]})
+        model.learn(64)
+    model.save(tmp_path / "model.zip")
+    model.save_replay_buffer(tmp_path / "replay_buffer.pkl")
+    (tmp_path / "env.json").write_text('{"env_id": "Pendulum-v1"}')
+    with Updater.from_checkpoint(tmp_path) as up:
+        first, second = up.step(mode="actor", batch_size=32), up.step(mode="actor", batch_size=32)
+        assert first.seed != second.seed  # step() without a seed draws the next one from the updater's stream
+        got = up.step(first.seed, mode="actor", batch_size=32)
+    assert all(np.array_equal(got.delta[n], first.delta[n]) for n in got.delta)
+    ref = copy.deepcopy(TD3.load(tmp_path / "model.zip", device="cpu"))
+    ref.set_logger(Logger(None, []))
+    ref.load_replay_buffer(tmp_path / "replay_buffer.pkl")
+    actor0 = {n: p.detach().clone() for n, p in ref.policy.named_parameters()}
+    for group in ref.actor.optimizer.param_groups:
+        group["lr"] = ref.lr_schedule(ref._current_progress_remaining)
+    data = ref.replay_buffer._get_samples(got.indices, env=None)
+    loss = -ref.critic.q1_forward(data.observations, ref.actor(data.observations)).mean()
+    ref.actor.optimizer.zero_grad()
+    loss.backward()
+    ref.actor.optimizer.step()
+    table = dict(ref.policy.named_parameters())
+    assert set(got.delta) == {n for n in table if n.startswith("actor.")}
+    for n in got.delta:  # deterministic actor, same minibatch, same operations: bit-identical
+        np.testing.assert_array_equal(got.delta[n], (table[n].detach() - actor0[n]).numpy(), err_msg=n)
+    assert got.norm > 0

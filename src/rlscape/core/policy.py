@@ -228,7 +228,7 @@ def _detect_algo(data: dict[str, Any]) -> str:
     raise RlscapeError("cannot tell which algorithm saved this model; pass --algo (ppo, a2c, trpo, sac, td3, ddpg, dqn)")
 
 
-def algo_class(algo: str) -> type:
+def algo_class(algo: str) -> type[Any]:
     """The SB3 (or sb3-contrib) class of an algorithm name (``ppo``, ``a2c``, ``trpo``, ``sac``, ``td3``, ``ddpg``, ``dqn``)."""
     import stable_baselines3 as sb3
 

@@ -307,7 +307,7 @@ class Updater:
             tensors={k: v.detach().clone() for k, v in self._tensors().items()},
             counters={"_n_updates": int(m._n_updates), "num_timesteps": int(m.num_timesteps)},
             buffer=(int(buf.pos), bool(buf.full)) if buf is not None else None,
-            rng=copy.deepcopy(self.rng.bit_generator.state),
+            rng=copy.deepcopy(dict(self.rng.bit_generator.state)),
         )
 
     def restore(self, state: UpdaterState) -> None:
@@ -347,8 +347,10 @@ class Updater:
             raise RlscapeError("DQN has no separate actor; its update is the Q step (mode 'train')")
         if seed is None:
             seed = int(self.rng.integers(0, 2**31 - 1))
-        if from_saved:
+        if from_saved:  # the saved networks and optimizers; the seed stream goes on
+            stream = copy.deepcopy(dict(self.rng.bit_generator.state))
             self.restore(self.saved)
+            self.rng.bit_generator.state = stream
         seeds = StepSeeds.of(seed)
         before = self.parameters()
         counted = [0]
