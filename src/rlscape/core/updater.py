@@ -107,7 +107,7 @@ class UpdateResult:
 
     params: NamedArrays
     delta: NamedArrays
-    gradient_steps: int  # optimiser steps of the policy's (actor's) optimiser
+    gradient_steps: int  # steps of policy.optimizer (SAC/TD3/DDPG: actor.optimizer; TRPO: its critic's, the actor moves by CG)
     rollout_steps: int  # env steps collected (0 off-policy)
     seed: int
     indices: np.ndarray | None = None
