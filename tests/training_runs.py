@@ -16,3 +16,10 @@ def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PPO on CartPole-v1, checkpoints at steps 0, 1024, 2048 (built once per session, shared by xdist workers)."""
     return _shared(tmp_path_factory, "tiny_ppo_run", lambda p: _train(p / "run", "ppo", "CartPole-v1", 2048, 1024,
                                                                       {"n_steps": 256, "batch_size": 64, "n_epochs": 4})) / "run"
+
+
+def norm_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``rlscape train CartPole-v1 --algo ppo --steps 2048 --hyperparams '{"normalize": true, "n_steps": 256}'``:
+    VecNormalize with observation *and* reward normalisation; checkpoints at 0, 1024, 2048."""
+    return _shared(tmp_path_factory, "norm_ppo_run", lambda p: _train(p / "run", "ppo", "CartPole-v1", 2048, 1024,
+                                                                      {"normalize": True, "n_steps": 256})) / "run"

@@ -6,6 +6,7 @@ Every user error is one line on stderr and exit code 2, without a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -543,30 +544,33 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
-    except Exception as exc:  # click's own usage errors (typer ≥ 0.20 ships its own copy of click)
-        for exceptions in _click_exception_modules():
-            if isinstance(exc, exceptions.ClickException):  # one line, like every other user error
-                ctx = getattr(exc, "ctx", None)
-                hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
-                typer.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
-                sys.exit(exc.exit_code)
-            if isinstance(exc, exceptions.Abort):
-                _interrupted()
-        raise
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line (set RLSCAPE_TRACEBACK=1 to see where)
+        if isinstance(exc, typer.Abort) or type(exc).__name__ == "Abort":
+            _interrupted()
+        if _is_click_exception(exc):  # click's own usage errors (typer ≥ 0.20 ships its own copy of click)
+            ctx = getattr(exc, "ctx", None)
+            hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)  # type: ignore[attr-defined]
+            sys.exit(int(exc.exit_code))  # type: ignore[attr-defined]
+        if os.environ.get("RLSCAPE_TRACEBACK"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"error: {type(exc).__name__}: {first} (unexpected; rerun with RLSCAPE_TRACEBACK=1 for the traceback)", err=True)
+        sys.exit(2)
     if code == 130:  # typer returns (rather than raises) an abort when not in standalone mode
         _interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
 
 
-def _click_exception_modules() -> list[Any]:
-    mods = []
+def _is_click_exception(exc: BaseException) -> bool:
+    """A click usage error, from typer's bundled click or a standalone click (whichever raised it)."""
     for name in ("typer._click.exceptions", "click.exceptions"):
-        try:
-            mods.append(__import__(name, fromlist=["ClickException"]))
-        except ImportError:
-            pass
-    return mods
+        module = sys.modules.get(name)
+        cls = getattr(module, "ClickException", None) if module is not None else None
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return True
+    return False
 
 
 def _interrupted() -> None:

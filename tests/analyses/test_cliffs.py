@@ -155,3 +155,57 @@ def test_cliff_dive_on_a_tiny_run(tiny_ppo_run, tmp_path):
     with pytest.raises(RlscapeError, match="different cliff dive"):
         cliff_dive(tiny_ppo_run, [0, 1024, 2048], [True, False, False], tmp_path / "dive", trials=2, episodes=5,
                    workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def norm_run(tmp_path_factory):
+    return training_runs.norm_ppo_run(tmp_path_factory)
+
+
+def _a2c_dive_reference(ckpt, seed, norm_reward):
+    """The dive's A2C update written with plain SB3: a fresh A2C (the dive's configuration) holding the
+    checkpoint's weights, 8 envs behind the checkpoint's VecNormalize (frozen, rewards as trained)."""
+    import random
+
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rlscape.analyses.cliffs import DIVE_HYPERPARAMS
+    from rlscape.core.updater import StepSeeds
+
+    hp = {**DIVE_HYPERPARAMS["common"], **DIVE_HYPERPARAMS["a2c"]}
+    n_envs = hp.pop("n_envs")
+    seeds = StepSeeds.of(seed)
+    with torch.random.fork_rng(devices=[]):
+        venv = VecNormalize.load(str(ckpt / "vecnormalize.pkl"), make_vec_env("CartPole-v1", n_envs=n_envs))
+        venv.training, venv.norm_reward = False, norm_reward
+        src = PPO.load(ckpt / "model.zip", device="cpu")
+        model = A2C(type(src.policy), venv, gamma=src.gamma, policy_kwargs=src.policy_kwargs, device="cpu", **hp)
+        model.policy.load_state_dict(src.policy.state_dict())
+        model._setup_learn(40, None)
+        torch.manual_seed(seeds.rng)
+        np.random.seed(seeds.rng)
+        random.seed(seeds.rng)
+        venv.seed(seeds.env)
+        model._last_obs = venv.reset()
+        model._last_episode_starts = np.ones(n_envs, bool)
+        cb = CallbackList([])
+        cb.init_callback(model)
+        assert model.collect_rollouts(venv, cb, model.rollout_buffer, n_rollout_steps=5)
+        model.train()
+        venv.close()
+    return {n: p.detach().numpy() for n, p in model.policy.named_parameters()}
+
+
+def test_dive_update_rolls_out_in_the_training_pipeline_with_normalised_rewards(norm_run):
+    """Once the dive's update saw raw rewards although the checkpoint trained on normalised ones."""
+    ckpt = norm_run / "checkpoints" / "0000001024"
+    got = one_update(ckpt, "a2c", 9)
+    ref = _a2c_dive_reference(ckpt, 9, norm_reward=True)
+    for n in ref:  # the same SB3 operations on the same data in the same order: bit-identical
+        np.testing.assert_array_equal(got.params[n], ref[n], err_msg=n)
+    raw = _a2c_dive_reference(ckpt, 9, norm_reward=False)
+    assert any(not np.array_equal(got.params[n], raw[n]) for n in ref)

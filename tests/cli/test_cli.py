@@ -274,3 +274,19 @@ def test_bare_zip_with_vecnormalize_flag(tmp_path, capsys):
     assert "VecNormalize(frozen, obs only)" in json.loads((out / "run.json").read_text())["env"]["wrappers"]
     code, _, err = run_cli([*args[:-len(SMALL)], "--vecnormalize", tmp_path / "nope.pkl", *SMALL, "--overwrite"], capsys)
     assert code == 2 and "--vecnormalize" in err
+
+
+def test_an_unexpected_error_is_one_line_with_exit_2(monkeypatch, capsys):
+    """A non-rlscape exception inside a command must not be hidden by the handler itself (it once
+    raised AttributeError: typer's bundled click has no ``Abort``): one line, exit code 2."""
+    import rlscape.analyses.gradient as gradient
+
+    def broken(*args, **kwargs):
+        raise ValueError("Observation spaces do not match: a != b\nsecond line")
+
+    monkeypatch.setattr(gradient, "run_gradient", broken)
+    monkeypatch.delenv("RLSCAPE_TRACEBACK", raising=False)
+    code, _, err = run_cli(["gradient", "some-checkpoint", "--out", "x"], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]  # one line
+    assert "ValueError: Observation spaces do not match: a != b" in err and "Traceback" not in err

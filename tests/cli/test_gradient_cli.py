@@ -119,3 +119,28 @@ def test_bad_input_is_one_line_and_writes_nothing(cartpole_ppo, untrained, tmp_p
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.fixture(scope="session")
+def norm_run(tmp_path_factory):
+    from tests.training_runs import norm_ppo_run
+
+    return norm_ppo_run(tmp_path_factory)
+
+
+def test_update_direction_of_a_vecnormalize_checkpoint(norm_run, tmp_path, capsys):
+    """`gradient --kind update` on a checkpoint with vecnormalize.pkl (once: "Observation spaces do not
+    match"): the saved step is the mean of the updater's steps from the saved state, rewards normalised."""
+    from rlscape.analyses.gradient import update_seed
+    from rlscape.core.updater import Updater
+
+    ckpt = norm_run / "checkpoints" / "0000001024"
+    out = tmp_path / "u"
+    code, _, err = run_cli(["gradient", ckpt, "--out", out, "--kind", "update", "--batches", "2", "--seed", "4", "--no-plot"], capsys)
+    assert code == 0, err
+    d = load_direction(out / "directions" / "gradient.npz", load_checkpoint(ckpt).parameters("actor"))
+    assert d.meta["norm_reward"] and d.meta["optimizer"] == "saved"
+    with Updater.from_checkpoint(ckpt) as up:
+        steps = [up.step(update_seed(4, b)).delta for b in range(2)]
+    for n, v in d.values.items():
+        np.testing.assert_allclose(v, (steps[0][n].astype(np.float64) + steps[1][n]) / 2, rtol=1e-6, atol=1e-9)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import shutil
 import time
 from collections.abc import Sequence
@@ -208,49 +207,24 @@ class Update:
 def one_update(checkpoint: str | Path, algo: str, seed: int, agent: Any = None) -> Update:
     """Every policy parameter after one ``algo`` update (A2C or PPO, :data:`DIVE_HYPERPARAMS`) from a checkpoint.
 
-    The checkpoint is loaded into a fresh model (the file is only read); its policy weights are
-    copied into a new A2C/PPO with a fresh optimiser, which collects one rollout of 8 envs × 5
-    steps in the checkpoint's evaluation pipeline (its wrappers and frozen observation
-    normalisation; raw rewards) and makes its update.
+    The core :class:`~rlscape.core.updater.Updater` with the dive's own configuration: the
+    checkpoint's policy weights in a fresh A2C/PPO (each algorithm's default optimiser, fresh),
+    one rollout of 8 envs × 5 steps in the checkpoint's training pipeline (its wrappers, frozen
+    VecNormalize statistics, rewards normalised as trained), then its ``train()``. The checkpoint
+    on disk and the caller's global RNGs are left alone.
     """
-    import torch
-    from stable_baselines3 import A2C, PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from rlscape.core.policy import algo_class, load_checkpoint, resolve_model_zip
+    from rlscape.core.policy import load_checkpoint
+    from rlscape.core.updater import Updater
 
     if algo not in DIVE_ALGOS:
         raise RlscapeError(f"the cliff dive updates with {' or '.join(DIVE_ALGOS)}, not {algo!r}")
     agent = agent if agent is not None else load_checkpoint(checkpoint)
     if agent.algo not in ("ppo", "a2c", "trpo"):
         raise RlscapeError(f"the cliff dive needs an on-policy actor-critic checkpoint (ppo, a2c, trpo), not {agent.algo}")
-    src = algo_class(agent.algo).load(resolve_model_zip(checkpoint), device="cpu")
     hp = {**DIVE_HYPERPARAMS["common"], **DIVE_HYPERPARAMS[algo]}
-    n_envs = hp.pop("n_envs")
-    policy_kwargs = {k: v for k, v in (src.policy_kwargs or {}).items() if k not in ("optimizer_class", "optimizer_kwargs")}
-    venv = DummyVecEnv([agent.env.make for _ in range(n_envs)])
-    cls = A2C if algo == "a2c" else PPO
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        with torch.random.fork_rng():  # SB3 seeds the global RNGs; they are the caller's, so restore them after
-            model = cls(type(src.policy), venv, gamma=float(src.gamma), policy_kwargs=policy_kwargs, seed=int(seed),
-                        device="cpu", verbose=0, **hp)
-            model.policy.load_state_dict(src.policy.state_dict(), strict=True)
-            steps_taken = [0]
-            optimizer_step = model.policy.optimizer.step
-
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                steps_taken[0] += 1
-                return optimizer_step(*args, **kwargs)
-
-            model.policy.optimizer.step = counted  # type: ignore[method-assign]
-            model.learn(total_timesteps=hp["n_steps"] * n_envs)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-        venv.close()
-    return Update({n: p.detach().numpy().copy() for n, p in model.policy.named_parameters()},
-                  steps_taken[0], int(model.num_timesteps))
+    with Updater.from_checkpoint(checkpoint, update_algo=algo, hyperparams=hp, optimizer="fresh", which="all", agent=agent) as up:
+        r = up.step(seed)
+    return Update(r.params, r.gradient_steps, r.rollout_steps)
 
 
 def cliff_dive(

@@ -7,8 +7,8 @@ parameters swapped in by ``torch.func.functional_call``, so the user's model is 
 → the REINFORCE estimate with reward-to-go and a baseline, with a standard error from independent
 batches → a named :class:`~rlscape.core.directions.Direction`.
 
-``kind='update'`` instead runs the algorithm's own ``train()`` on a fresh copy of the model loaded
-from disk (with its saved optimizer state) and returns the step Δθ it takes.
+``kind='update'`` instead takes the algorithm's own next update from the checkpoint's saved state
+(:class:`rlscape.core.updater.Updater`) and returns the step Δθ it takes.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ KINDS = ("reinforce", "update")
 BASELINES = ("mean", "critic", "none")
 _LOG_2PI = math.log(2.0 * math.pi)
 _SQUASH_EPS = 1e-6  # SB3's epsilon in the tanh log-det correction
+UPDATE_BATCH_STREAM = 0x0BA7C4  # seed-sequence tag of the independent updates of update_step
 
 
 # -- trajectory batches ----------------------------------------------------------------------------
@@ -388,88 +389,39 @@ def estimate_gradient(agent: Agent, *, episodes: int = 100, seed: int = 0, kind:
 
 # -- the algorithm's own update step ---------------------------------------------------------------
 
-def _load_trainable(agent: Agent, checkpoint: str | Path, seed: int) -> Any:
-    """A fresh SB3 model from disk with its saved optimizer state and real learning rate."""
-    from stable_baselines3.common.logger import configure
-
-    from rlscape.core.policy import algo_class, resolve_model_zip
-
-    zip_path = resolve_model_zip(checkpoint)
-    try:
-        model = algo_class(agent.algo).load(zip_path, device="cpu")
-    except Exception as exc:  # noqa: BLE001 - SB3 raises many types for a bad file
-        raise RlscapeError(f"cannot load {zip_path} with its training state ({type(exc).__name__}); --kind update needs a model saved by SB3 with model.save()") from None
-    model.set_random_seed(seed)
-    model.set_logger(configure(None, []))
-    return model
+def update_seed(seed: int, batch: int) -> int:
+    """The seed of the ``batch``-th independent update of ``update_step`` (its rollout, minibatches, noise)."""
+    return int(np.random.SeedSequence([int(seed), UPDATE_BATCH_STREAM, int(batch)]).generate_state(1)[0])
 
 
 def update_step(agent: Agent, checkpoint: str | Path, *, seed: int = 0, which: str = "actor", n_batches: int = 10) -> GradientEstimate:
-    """Δθ of one call of the algorithm's own ``train()`` from the saved state (methods.md §4).
+    """Δθ of the algorithm's own next update from the saved state (methods.md §4), via :class:`~rlscape.core.updater.Updater`.
 
-    PPO/A2C/TRPO: one fresh rollout of ``n_steps × n_envs`` steps (env resets seeded like the
-    evaluator), then ``train()``. SAC/TD3/DDPG/DQN: one gradient step on a replay minibatch from the
-    checkpoint folder's ``replay_buffer.pkl``. The estimate is repeated on ``n_batches``
-    independent rollouts / minibatches for its standard error; the step saved is their mean.
+    PPO/A2C/TRPO: ``train()`` on a fresh rollout of the training size (``n_steps × n_envs``) in
+    the checkpoint's training pipeline (VecNormalize frozen, rewards normalised as trained).
+    SAC/TD3/DDPG/DQN: one gradient step of ``train()`` on a replay minibatch from the checkpoint's
+    ``replay_buffer.pkl``. Each of ``n_batches`` updates starts from the saved state (optimizer
+    included) with its own seed (:func:`update_seed`); the step saved is their mean, its standard
+    error their standard deviation / √n_batches.
     """
-    if agent.algo not in ("ppo", "a2c", "trpo", "sac", "td3", "ddpg", "dqn"):
-        raise RlscapeError(f"--kind update needs a Stable-Baselines3 checkpoint (PPO, A2C, TRPO, SAC, TD3, DDPG, DQN), not a {agent.algo} policy")
-    from rlscape.core.policy import resolve_model_zip
+    from rlscape.core.updater import Updater
 
-    zip_path = resolve_model_zip(checkpoint)
-    names = select_names(agent.parameter_names(), which)
-    steps: list[np.ndarray] = []
     B = max(2, int(n_batches))
-    for b in range(B):
-        model = _load_trainable(agent, zip_path, seed + b)
-        before = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
-        if agent.algo in ("ppo", "a2c", "trpo"):
-            _on_policy_update(model, agent, seed, b)
-        else:
-            _off_policy_update(model, zip_path, b)
-        after = dict(model.policy.named_parameters())
-        steps.append(np.concatenate([(after[n].detach() - before[n]).double().numpy().reshape(-1) for n in names]))
-    stack = np.stack(steps)
-    fp_shapes = {n: tuple(before[n].shape) for n in names}
-    sizes = [int(np.prod(fp_shapes[n])) for n in names]
+    with Updater.from_checkpoint(checkpoint, which=which, agent=agent) as up:
+        results = [up.step(update_seed(seed, b)) for b in range(B)]
+        info = dict(up.info)
+    names = list(results[0].delta)
+    stack = np.stack([np.concatenate([r.delta[n].astype(np.float64).reshape(-1) for n in names]) for r in results])
+    shapes = {n: results[0].delta[n].shape for n in names}
+    sizes = [int(np.prod(shapes[n])) for n in names]
 
     def named(v: np.ndarray) -> NamedArrays:
-        return {n: p.reshape(fp_shapes[n]).astype(np.float32) for n, p in zip(names, np.split(v, np.cumsum(sizes)[:-1]), strict=True)}
+        return {n: p.reshape(shapes[n]).astype(np.float32) for n, p in zip(names, np.split(v, np.cumsum(sizes)[:-1]), strict=True)}
 
     meta = {"kind": "update", "estimator": f"{agent.algo} train()", "n_batches": B, "seed": seed, "params": which,
-            "label": f"{agent.algo.upper()} update step Δθ (mean of {B})"}
+            "optimizer": info["optimizer"], "norm_reward": info["norm_reward"], "rollout_steps": results[0].rollout_steps,
+            "gradient_steps": results[0].gradient_steps, "label": f"{agent.algo.upper()} update step Δθ (mean of {B})"}
     return GradientEstimate(named(stack.mean(0)), named(stack.std(0, ddof=1) / math.sqrt(B)), B, meta)
-
-
-def _on_policy_update(model: Any, agent: Agent, seed: int, b: int) -> None:
-    from stable_baselines3.common.callbacks import CallbackList
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    n_envs = int(getattr(model, "n_envs", 1) or 1)
-    env = DummyVecEnv([agent.env.make for _ in range(n_envs)])
-    env.seed(reset_seed(seed, 1_000_000 + b))
-    model.set_env(env)
-    model._last_obs = env.reset()
-    model._last_episode_starts = np.ones((n_envs,), dtype=bool)
-    callback = CallbackList([])
-    callback.init_callback(model)
-    ok = model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
-    if not ok:
-        raise RlscapeError("the rollout for the update step stopped early; check the env")
-    model.train()
-    env.close()
-
-
-def _off_policy_update(model: Any, zip_path: Path, b: int) -> None:
-    buf = zip_path.parent / "replay_buffer.pkl"
-    if not buf.is_file():
-        raise RlscapeError(f"--kind update for {type(model).__name__} needs the replay buffer {buf}; save it with model.save_replay_buffer() or train with rlscape train")
-    model.load_replay_buffer(buf)
-    if model.replay_buffer.size() < model.batch_size:
-        raise RlscapeError(f"the replay buffer holds {model.replay_buffer.size()} transitions, fewer than one batch of {model.batch_size}")
-    delay = int(getattr(model, "policy_delay", 1))
-    model._n_updates = delay - 1  # so that this gradient step includes the (delayed) actor update
-    model.train(gradient_steps=1, batch_size=model.batch_size)
 
 
 # -- checkpoints and training runs ------------------------------------------------------------------

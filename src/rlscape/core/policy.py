@@ -228,8 +228,8 @@ def _detect_algo(data: dict[str, Any]) -> str:
     raise RlscapeError("cannot tell which algorithm saved this model; pass --algo (ppo, a2c, trpo, sac, td3, ddpg, dqn)")
 
 
-def algo_class(algo: str) -> type:
-    """The SB3 (or sb3-contrib) class of ``algo`` (ppo, a2c, trpo, sac, td3, ddpg, dqn)."""
+def algo_class(algo: str) -> type[Any]:
+    """The SB3 (or sb3-contrib) class of an algorithm name (``ppo``, ``a2c``, ``trpo``, ``sac``, ``td3``, ``ddpg``, ``dqn``)."""
     import stable_baselines3 as sb3
 
     if algo == "trpo":
@@ -237,6 +237,8 @@ def algo_class(algo: str) -> type:
 
         return TRPO
     return {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN}[algo]
+
+
 
 
 @contextlib.contextmanager
