@@ -532,6 +532,154 @@ def hessian(
         typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
 
 
+# -- post-update return distribution (seed 002) ----------------------------------------------------
+
+EvalMode = Annotated[str, typer.Option("--eval", help="deterministic (the default) | stochastic evaluation episodes.")]
+Init = Annotated[str, typer.Option("--init", help="fixed: every update starts from the same initial state(s) | random: its own.")]
+
+
+def _deterministic(mode: str) -> bool:
+    if mode not in ("deterministic", "stochastic"):
+        raise RlscapeError(f"--eval must be deterministic or stochastic, not {mode!r}")
+    return mode == "deterministic"
+
+
+def _summary_line(ds: Any) -> str:
+    def f(name: str) -> str:
+        return f"{name} {float(ds[name]):.4g} [{float(ds[name + '_ci_low']):.4g}, {float(ds[name + '_ci_high']):.4g}]"
+
+    return "  ".join(f(n) for n in ("mean", "std", "mode", "ltp", "cvar"))
+
+
+@app.command()
+def purd(
+    target: Annotated[Path, typer.Argument(help="A checkpoint with its optimizer state (+ replay buffer off-policy), or a training run.")],
+    out: Out,
+    updates: Annotated[int, typer.Option("--updates", "-n", help="Independent updates N (samples of the distribution).")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the updates' minibatches/rollouts and of the evaluation episodes.")] = 0,
+    eval_mode: EvalMode = "deterministic",
+    init: Init = "fixed",
+    episodes_per_update: Annotated[int, typer.Option("--episodes-per-update", help="Evaluation episodes of each updated policy.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Off-policy actor step: minibatch rows drawn with replacement.")] = 256,
+    ppo_update: Annotated[str, typer.Option("--ppo-update", help="On-policy: minibatch (one minibatch step) | iteration (the whole train()).")] = "minibatch",
+    alpha: Annotated[float, typer.Option("--alpha", help="CVaR level α.")] = 0.1,
+    ltp_reference: Annotated[str, typer.Option("--ltp-reference", help="mode: LTP = P(R < m/2), m the mode | pre: m = the pre-update return.")] = "mode",
+    checkpoints: Ckpts = None,
+    env: EnvOpt = None,
+    vecnormalize: VecNorm = None,
+    algo: AlgoOpt = None,
+    workers: Workers = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Post-update return distribution: returns of N independent updates with the algorithm's own rule."""
+    from rlscape.analyses.purd import PurdSpec, purd_over_training
+    from rlscape.analyses.purd import purd as run_purd
+    from rlscape.core.runs import over_training
+    from rlscape.core.spec import validated
+
+    spec = validated(PurdSpec, checkpoint=str(target), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
+                     algo=algo, updates=updates, seed=seed, deterministic=_deterministic(eval_mode), init=init,
+                     episodes_per_update=episodes_per_update, batch_size=batch_size, ppo_update=ppo_update, alpha=alpha,
+                     ltp_reference=ltp_reference)
+    if over_training(target, checkpoints):
+        ds = purd_over_training(target, spec, out, checkpoints=checkpoints, overwrite=overwrite, workers=workers)
+        for i, s in enumerate(ds.step.values):
+            typer.echo(f"step {int(s):>10d}  pre {float(ds.pre_return[i]):9.4g}  " + _summary_line(ds.isel(step=i)))
+    else:
+        ds = run_purd(spec, out, overwrite=overwrite, workers=workers)
+        typer.echo(f"pre-update return {float(ds.pre_return):.4g}  " + _summary_line(ds))
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.purd import plot_purd
+
+        files = plot_purd(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+@app.command()
+def interpolate(
+    checkpoint_a: Annotated[Path, typer.Argument(help="Checkpoint A (α = 0).")],
+    checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), the same architecture.")],
+    out: Out,
+    points: Annotated[int, typer.Option("--points", help="α values in [0, 1], both ends included.")] = 100,
+    samples: Annotated[int, typer.Option("--samples", help="Gaussian parameter perturbations at each α (the same draws at every α).")] = 100,
+    sigma: Annotated[float, typer.Option("--sigma", help="Std of the perturbations (0: the bare path).")] = 3e-4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the perturbations and the evaluation episodes.")] = 0,
+    eval_mode: EvalMode = "deterministic",
+    episodes: Annotated[int, typer.Option("--episodes", "-e", help="Evaluation episodes per perturbed policy.")] = 1,
+    alpha: Annotated[float, typer.Option("--alpha", help="CVaR level.")] = 0.1,
+    env: EnvOpt = None,
+    vecnormalize: VecNorm = None,
+    algo: AlgoOpt = None,
+    workers: Workers = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Return distributions along θ(α) = (1 − α)·θ_A + α·θ_B under small Gaussian perturbations."""
+    from rlscape.analyses.interpolate import InterpolationSpec
+    from rlscape.analyses.interpolate import interpolate as run_interpolate
+    from rlscape.core.spec import validated
+
+    spec = validated(InterpolationSpec, checkpoint_a=str(checkpoint_a), checkpoint_b=str(checkpoint_b), env_id=env,
+                     vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, points=points, samples=samples,
+                     sigma=sigma, seed=seed, deterministic=_deterministic(eval_mode), episodes=episodes, alpha=alpha)
+    ds = run_interpolate(spec, out, overwrite=overwrite, workers=workers)
+    m = ds["mean"].values
+    typer.echo(f"mean return {m[0]:.4g} (A) → {m[-1]:.4g} (B); lowest {m.min():.4g} at α = {float(ds.alpha[m.argmin()]):.3g}; "
+               f"CVaR {float(ds['cvar'][0]):.4g} → {float(ds['cvar'][-1]):.4g}")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        from rlscape.plots.purd import plot_interpolation
+
+        files = plot_interpolation(ds, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
+@app.command("cvar-train")
+def cvar_train(
+    checkpoint: Annotated[Path, typer.Argument(help="Root checkpoint with its full training state (optimizers, replay buffer).")],
+    out: Out,
+    proposals: Annotated[int, typer.Option("--proposals", help="Proposed updates K (accepted or not).")] = 40,
+    alpha: Annotated[float, typer.Option("--alpha", help="CVaR level of the acceptance test.")] = 0.1,
+    reject: Annotated[bool, typer.Option("--reject/--no-reject", help="--no-reject accepts every update (the baseline).")] = True,
+    updates: Annotated[int, typer.Option("--updates", "-n", help="PURD samples per proposal.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the proposals, the PURD updates and the evaluation.")] = 0,
+    eval_mode: EvalMode = "deterministic",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="PURD actor-step minibatch.")] = 256,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="A --no-reject run directory to draw against.")] = None,
+    env: EnvOpt = None,
+    vecnormalize: VecNorm = None,
+    algo: AlgoOpt = None,
+    workers: Workers = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Algorithm 1 (post-update CVaR rejection): train on, refusing updates that lower the PURD's CVaR_α."""
+    from rlscape.analyses.cvar_train import CvarTrainSpec
+    from rlscape.analyses.cvar_train import cvar_train as run_cvar_train
+    from rlscape.core.spec import validated
+
+    spec = validated(CvarTrainSpec, checkpoint=str(checkpoint), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
+                     algo=algo, proposals=proposals, alpha=alpha, reject=reject, updates=updates, seed=seed,
+                     deterministic=_deterministic(eval_mode), batch_size=batch_size)
+    if baseline is not None and not (baseline / "results.zarr").exists():
+        raise RlscapeError(f"--baseline {baseline} holds no results.zarr; run `rlscape cvar-train ... --no-reject --out {baseline}` first")
+    ds = run_cvar_train(spec, out, overwrite=overwrite, workers=workers)
+    typer.echo(f"accepted {int(ds.attrs['n_accepted'])} of {proposals}; PURD CVaR {float(ds.purd_cvar[0]):.4g} → "
+               f"{float(ds.purd_cvar.where(ds.accepted).dropna('proposal')[-1]):.4g}, "
+               f"mean {float(ds.purd_mean[0]):.4g} → {float(ds.purd_mean.where(ds.accepted).dropna('proposal')[-1]):.4g}")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        import xarray as xr
+
+        from rlscape.plots.purd import plot_cvar_train
+
+        runs = [ds] + ([xr.open_zarr(baseline / "results.zarr").load()] if baseline is not None else [])
+        files = plot_cvar_train(runs, out / "plots")
+        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, exit code 2, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s" if "-v" in sys.argv else "%(message)s")
