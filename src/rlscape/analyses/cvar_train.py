@@ -33,16 +33,18 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from rlscape.analyses.purd import (
     PartialResults,
+    PurdSpec,
     churn_observations,
     eval_seed,
     evaluate_members,
     greedy_actions,
+    open_updater,
     purd_summary,
     sample_updates,
 )
 from rlscape.core.errors import RlscapeError
 from rlscape.core.lifecycle import Run, open_run
-from rlscape.core.policy import Agent, load_checkpoint
+from rlscape.core.policy import Agent
 from rlscape.core.updater import ON_POLICY, Updater, UpdaterState
 
 log = logging.getLogger(__name__)
@@ -150,10 +152,8 @@ def cvar_train(spec: CvarTrainSpec, out: str | Path | None = None, *, overwrite:
     accepted CVaR it was compared with), ``update_norm`` (‖Δθ‖ of the actor), ``digest_before`` /
     ``digest_after`` (the updater state before the proposal and after the decision: equal when rejected).
     """
-    agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
-    agent.check_sampling(spec.deterministic)
-    updater = Updater.from_checkpoint(spec.checkpoint, env_id=spec.env_id, algo=spec.algo, vecnormalize=spec.vecnormalize,
-                                      which="actor", agent=agent)
+    agent, updater, _ = open_updater(PurdSpec(checkpoint=spec.checkpoint, env_id=spec.env_id, vecnormalize=spec.vecnormalize,
+                                              algo=spec.algo, deterministic=spec.deterministic))
     with updater:
         if out is None:
             return run_algorithm(None, spec, agent, updater, workers=workers, progress=progress)

@@ -307,11 +307,16 @@ def summary_variables(summary: Mapping[str, tuple[float, float, float]], dims: t
 def open_updater(spec: PurdSpec, agent: Agent | None = None) -> tuple[Agent, Updater, PurdSpec]:
     """Load the checkpoint for evaluation and its training state for updates (the one-line
     errors for a checkpoint without optimizer state or replay buffer come from the updater)."""
-    if agent is None:
-        agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
-    agent.check_sampling(spec.deterministic)
+    # the updater first: it checks the training state (optimizer, buffer) before anything is loaded
     updater = Updater.from_checkpoint(spec.checkpoint, env_id=spec.env_id, algo=spec.algo, vecnormalize=spec.vecnormalize,
                                       which="actor", agent=agent)
+    if agent is None:
+        agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
+    try:
+        agent.check_sampling(spec.deterministic)
+    except RlscapeError:
+        updater.close()
+        raise
     if spec.algo is None:
         spec = spec.model_copy(update={"algo": updater.algo})
     if updater.algo == "dqn" and not spec.deterministic:
