@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .figure import subplots
 
 _DPI = 130
 
@@ -25,7 +24,6 @@ def _save(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str]) -
         f = out / f"{stem}.{fmt}"
         fig.savefig(f, dpi=_DPI)
         files.append(f)
-    plt.close(fig)
     return files
 
 
@@ -46,7 +44,7 @@ def stepsize_figure(ds: xr.Dataset) -> Figure:
     mean = np.asarray(ds["return_mean"].values, float)
     sem = np.asarray(ds["return_sem"].values, float)
     pos = alpha > 0
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    fig, ax = subplots(figsize=(7.5, 4.6), layout="constrained")
     kept = mean >= a["threshold"]
     ax.errorbar(alpha[pos], mean[pos], yerr=np.nan_to_num(sem[pos]), fmt="none", ecolor="0.6", lw=0.8, zorder=1)
     ax.scatter(alpha[pos & kept], mean[pos & kept], s=16, color="C0", label="kept (J ≥ threshold)", zorder=2)
@@ -78,7 +76,7 @@ def stepsize_training_figure(ds: xr.Dataset) -> Figure:
     sem = np.nan_to_num(np.asarray(ds["j0_sem"].values, float))
     alpha = np.asarray(ds["alpha_star"].values, float)
     status = np.asarray(ds["status"].values).astype(str)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     ax1.fill_between(step, j0 - sem, j0 + sem, color="C0", alpha=0.25, lw=0)
     ax1.plot(step, j0, "o-", color="C0", ms=4)
     ax1.set_xlabel("training step")
@@ -114,8 +112,8 @@ def cliffs_figure(line: xr.Dataset, labels: xr.Dataset) -> Figure:
     alpha = np.asarray(line["alpha"].values, float)
     steps = np.asarray(line["step"].values)
     cliff = np.asarray(labels["cliff"].sel(step=steps).values, bool)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    cmap = plt.get_cmap("Blues")
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    cmap = matplotlib.colormaps.get_cmap("Blues")
     first_non_cliff = True
     for i, s in enumerate(steps):
         y = np.asarray(mean.sel(step=s).values, float)

@@ -12,13 +12,11 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+from .figure import subplots
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ def _density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, width: fl
     return (k * weights[None]).sum(axis=(1, 2)) / nodes.shape[0]
 
 
-def slq_density_figure(ds: xr.Dataset, title: str | None = None) -> plt.Figure:
+def slq_density_figure(ds: xr.Dataset, title: str | None = None) -> Figure:
     """Eigenvalue density (SLQ, Gaussian-smoothed, integrates to 1) with λ_min/λ_max marked."""
     nodes = np.asarray(ds["slq_nodes"].values, np.float64)
     weights = np.asarray(ds["slq_weights"].values, np.float64)
@@ -40,7 +38,7 @@ def slq_density_figure(ds: xr.Dataset, title: str | None = None) -> plt.Figure:
     width = span / 100
     grid = np.linspace(lo - 0.1 * span, hi + 0.1 * span, 2000)
     dens = _density(nodes, weights, grid, width)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=150)
+    fig, ax = subplots(figsize=(7, 4.5), dpi=150)
     ax.fill_between(grid, dens, color="C0", alpha=0.3, lw=0)
     ax.plot(grid, dens, color="C0", lw=1.2, label=f"SLQ density ({nodes.shape[0]} vectors × {nodes.shape[1]} steps, σ = {width:.2g})")
     ax.set_yscale("log")
@@ -57,10 +55,10 @@ def slq_density_figure(ds: xr.Dataset, title: str | None = None) -> plt.Figure:
     return fig
 
 
-def curvature_over_training_figure(ds: xr.Dataset) -> plt.Figure:
+def curvature_over_training_figure(ds: xr.Dataset) -> Figure:
     """λ_max, λ_min (symlog) and −λ_max/λ_min per checkpoint, next to the training curve."""
     steps = ds["step"].values
-    fig, axes = plt.subplots(3, 1, figsize=(7, 8), dpi=150, sharex=True)
+    fig, axes = subplots(3, 1, figsize=(7, 8), dpi=150, sharex=True)
     ax = axes[0]
     if "train_return" in ds and np.isfinite(ds["train_return"].values).any():
         ax.plot(steps, ds["train_return"].values, "o-", color="C0", label="training (recent episodes)")
@@ -86,9 +84,9 @@ def curvature_over_training_figure(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-def gradient_over_training_figure(ds: xr.Dataset) -> plt.Figure:
+def gradient_over_training_figure(ds: xr.Dataset) -> Figure:
     steps = ds["step"].values
-    fig, axes = plt.subplots(2, 1, figsize=(7, 6), dpi=150, sharex=True)
+    fig, axes = subplots(2, 1, figsize=(7, 6), dpi=150, sharex=True)
     ax = axes[0]
     if "train_return" in ds and np.isfinite(ds["train_return"].values).any():
         ax.plot(steps, ds["train_return"].values, "o-", color="C0", label="training (recent episodes)")
@@ -106,10 +104,9 @@ def gradient_over_training_figure(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
