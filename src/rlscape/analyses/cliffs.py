@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from rlscape.core.errors import RlscapeError
+from rlscape.core.kinds import kind_attrs
 from rlscape.stats import mean_sem, welch_t_test
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def label_cliffs(
         },
         coords={"step": ("step", np.asarray(mean["step"].values))},
         attrs={
-            "kind": "cliffs", "min_relative_fall": float(min_relative_fall), "min_range_fraction": float(min_range_fraction),
+            **kind_attrs("cliffs"), "min_relative_fall": float(min_relative_fall), "min_range_fraction": float(min_range_fraction),
             "first_step": float(max(widths)), "side": side, "global_range": global_range,
             "criterion": "fall = J(0) − min J over offsets in the first step; cliff iff fall ≥ min_relative_fall·|J(0)| "
                          "and fall > min_range_fraction·(max − min of J over all checkpoints and offsets)",
@@ -360,7 +361,7 @@ def cliff_dive(
         if bar is not None:
             bar.close()
     ds = dive_dataset([s for s, _ in chosen], [label[s] for s, _ in chosen], before, after, update_norm)
-    ds.attrs.update({"kind": "cliff-dive", "run": spec["run"], "seed": seed, "episodes": episodes, "trials": trials,
+    ds.attrs.update({**kind_attrs("cliff-dive"), "run": spec["run"], "seed": seed, "episodes": episodes, "trials": trials,
                      "deterministic": int(deterministic), "hyperparams": json.dumps(DIVE_HYPERPARAMS)})
     if run is not None:
         run.write_dataset(ds)

@@ -27,12 +27,11 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .figure import new_figure, subplots
+from .figure import check_formats, new_figure, subplots
 from .static import (
     CMAP,
     DPI,
     FIGSIZE,
-    _check_formats,
     _finite_range,
     _levels,
     _save,
@@ -318,7 +317,7 @@ def render_over_training(ds: xr.Dataset, out_dir: str | Path, *, gif: bool = Tru
                          formats: Sequence[str] = ("png", "pdf"), variable: str = "return_mean") -> list[Path]:
     """All figures of a curve, planes over training (small multiples, + ``surface.gif`` when ``gif``)
     or lines over training (heat map step × α and 3-D lines)."""
-    fmts = _check_formats(formats)
+    fmts = check_formats(formats)
     kind = ds.attrs.get("kind")
     out = Path(out_dir)
     if kind == "curve":

@@ -33,7 +33,7 @@ from matplotlib import transforms as mtransforms
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .figure import new_figure, subplots
+from .figure import check_formats, new_figure, save_figure, subplots
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ __all__ = [
 FIGSIZE: tuple[float, float] = (7.0, 5.5)
 DPI: int = 150
 CMAP: str = "viridis"
-SUPPORTED_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -408,27 +407,8 @@ def _mark_origin_2d(ax: Any, alpha: np.ndarray, beta: np.ndarray) -> None:
     )
 
 
-def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(formats, str):
-        formats = (formats,)
-    out = tuple(f.lower().lstrip(".") for f in formats)
-    bad = [f for f in out if f not in SUPPORTED_FORMATS]
-    if bad or not out:
-        raise ValueError(
-            f"unsupported figure format(s) {bad or list(out)}; use formats= a subset of "
-            f"{SUPPORTED_FORMATS}"
-        )
-    return out
-
-
 def _save(fig: Figure, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-        logger.debug("wrote %s", path)
-        paths.append(path)
-    return paths
+    return save_figure(fig, out_dir, stem, tuple(formats), dpi=DPI, bbox_inches="tight")
 
 
 # ---------------------------------------------------------------------------
@@ -616,7 +596,7 @@ def plot_plane(
         If ``ds`` is not a plane run, lacks ``variable`` or has no finite points.
     """
     check_run(ds, "plane", variable)
-    fmts = _check_formats(formats)
+    fmts = check_formats(formats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -751,7 +731,7 @@ def plot_line(
         If ``ds`` is not a line run, lacks ``variable`` or has no finite points.
     """
     check_run(ds, "line", variable)
-    fmts = _check_formats(formats)
+    fmts = check_formats(formats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return _save(line_figure(ds, variable, log_scale=log_scale), out, "line", fmts)
