@@ -118,6 +118,8 @@ def test_unknown_kind_and_newer_schema_are_refused(runs: dict[str, Path], tmp_pa
     code, _, err = run_cli(["plot", newer], capsys)
     assert code == 2 and "schema_version 2" in err and "upgrade rlscape" in err and len(err.strip().splitlines()) == 1
     assert not (unknown / "plots").exists() and not (newer / "plots").exists()
+    with pytest.raises(RlscapeError, match="upgrade rlscape"):
+        load(newer)  # every reader of stored results, not only `plot`
 
 
 def test_a_run_written_before_schema_versions_reads_as_version_1(runs: dict[str, Path], tmp_path: Path,

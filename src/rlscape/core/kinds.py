@@ -5,7 +5,8 @@ Every results dataset carries two attributes, set where its analysis builds it (
 * ``kind`` — ``plane``, ``line``, ``curve``, ``gradient``, ``hessian``, ``stepsize``,
   ``stepsize-over-training``, ``cliffs`` or ``cliff-dive``. A plane, line, gradient or Hessian of a
   whole training run keeps the kind of one checkpoint and gains a leading ``step`` dim; the
-  registry tells the two forms apart (``plane-over-training`` etc.).
+  registry tells the two forms apart (``plane-over-training`` etc.; a dataset may also carry such a
+  registry name as its ``kind``).
 * ``schema_version`` — the layout version of that kind. Runs written before versions existed have
   none and read as version 1. A version newer than this rlscape knows is refused.
 
@@ -164,10 +165,9 @@ def kind_of(ds: xr.Dataset) -> Kind:
     attr = ds.attrs.get("kind")
     if attr is None:
         raise RlscapeError("these results carry no 'kind' attribute; give a run directory written by rlscape")
-    candidates = [k for k in KINDS.values() if k.attr == attr]
+    candidates = [KINDS[attr]] if attr in KINDS else [k for k in KINDS.values() if k.attr == attr]  # a name, or the stored attr
     if not candidates:
-        raise RlscapeError(f"unknown result kind {attr!r}: rlscape {__version__} reads {', '.join(sorted({k.attr for k in KINDS.values()}))}; "
-                           "upgrade rlscape to read it")
+        raise RlscapeError(f"unknown result kind {attr!r}: rlscape {__version__} reads {', '.join(KINDS)}; upgrade rlscape to read it")
     if len(candidates) > 1:
         candidates = [k for k in candidates if k.over_training == ("step" in ds.dims)]
     kind = candidates[0]

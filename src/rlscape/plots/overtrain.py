@@ -68,7 +68,7 @@ def is_over_training(ds: xr.Dataset) -> bool:
 
 
 def _check(ds: xr.Dataset, kind: str, variable: str, dims: tuple[str, ...]) -> np.ndarray:
-    if ds.attrs.get("kind") != kind or "step" not in ds.dims:
+    if ds.attrs.get("kind") not in (kind, f"{kind}-over-training") or "step" not in ds.dims:
         raise ValueError(f"expected a {kind} over training (attrs kind={kind!r} and a 'step' dim); got kind={ds.attrs.get('kind')!r}, dims {dict(ds.sizes)}")
     if variable not in ds.data_vars:
         raise ValueError(f"variable {variable!r} not in the results; pass variable= one of {sorted(map(str, ds.data_vars))}")
@@ -318,7 +318,7 @@ def render_over_training(ds: xr.Dataset, out_dir: str | Path, *, gif: bool = Tru
     """All figures of a curve, planes over training (small multiples, + ``surface.gif`` when ``gif``)
     or lines over training (heat map step × α and 3-D lines)."""
     fmts = check_formats(formats)
-    kind = ds.attrs.get("kind")
+    kind = str(ds.attrs.get("kind")).removesuffix("-over-training")
     out = Path(out_dir)
     if kind == "curve":
         _check(ds, "curve", variable, ("step",))  # validate before writing anything
