@@ -137,3 +137,14 @@ def test_kind_attrs_and_render_run_refusals(tmp_path: Path) -> None:
         kind_attrs("cube")
     with pytest.raises(RlscapeError, match="no 'kind'"):
         render_run(xr.Dataset(), tmp_path)
+
+
+def test_kind_of_tells_one_checkpoint_from_a_training_run() -> None:
+    one = xr.Dataset({"return_mean": (("alpha",), [1.0, 2.0])}, coords={"alpha": [0.0, 1.0]}, attrs={"kind": "line"})
+    many = one.expand_dims(step=[0, 10])
+    assert kind_of(one).name == "line" and kind_of(many).name == "line-over-training"
+    many.attrs["kind"] = "line-over-training"  # a registry name as the stored kind
+    assert kind_of(many).name == "line-over-training"
+    many.attrs["schema_version"] = "x"
+    with pytest.raises(RlscapeError, match="not a number"):
+        kind_of(many)

@@ -165,7 +165,7 @@ def kind_of(ds: xr.Dataset) -> Kind:
     attr = ds.attrs.get("kind")
     if attr is None:
         raise RlscapeError("these results carry no 'kind' attribute; give a run directory written by rlscape")
-    candidates = [KINDS[attr]] if attr in KINDS else [k for k in KINDS.values() if k.attr == attr]  # a name, or the stored attr
+    candidates = [k for k in KINDS.values() if k.attr == attr] or [k for k in KINDS.values() if k.name == attr]
     if not candidates:
         raise RlscapeError(f"unknown result kind {attr!r}: rlscape {__version__} reads {', '.join(KINDS)}; upgrade rlscape to read it")
     if len(candidates) > 1:
