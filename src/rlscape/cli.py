@@ -205,6 +205,7 @@ def plot(
     if gif and kind.name != "plane-over-training":
         raise RlscapeError(f"--gif needs planes over training (rlscape plane RUN --all-checkpoints); {run_dir} holds a {kind.name} run")
     _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f), gif=gif)
+    typer.echo(f"{kind.title}: {kind.headline(ds)}")
 
 
 def _over_training(checkpoint: Path, all_checkpoints: bool, checkpoints: str | None) -> bool:

@@ -80,7 +80,7 @@ def test_rlscape_plot_redraws_every_kind(runs: dict[str, Path], kind: str, capsy
     assert code == 0, err
     for name in RUNS[kind][1]:
         assert (runs[kind] / "plots" / name).stat().st_size > 5_000, name
-    assert "figures:" in stdout
+    assert "figures:" in stdout and f"{KINDS[kind].title}: {headline(ds)}" in stdout
 
 
 def test_headlines_say_the_numbers(runs: dict[str, Path]) -> None:
