@@ -36,6 +36,7 @@ from rlscape.core.evaluate import (
     reset_seed,
     select_actions,
 )
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.params import NamedArrays, select_names
 from rlscape.core.policy import CATEGORICAL, GAUSSIAN, SQUASHED, Agent
 from rlscape.core.runs import is_training_run, select_checkpoints
@@ -556,7 +557,7 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
     ds["grad_stderr"].attrs["long_name"] = "standard error of g: sqrt(Σ se_i²), se from independent batches"
     if todo[0][0] is None:
         ds = ds.isel(step=0, drop=True)
-    ds.attrs.update(kind="gradient", estimator=kind, baseline=baseline, gamma=gamma, params=which, seed=seed,
+    ds.attrs.update(**kind_attrs("gradient"), estimator=kind, baseline=baseline, gamma=gamma, params=which, seed=seed,
                     source=str(Path(source).resolve()), over_training=int(todo[0][0] is not None))
     run.write_dataset(ds)
     run.update_run(status="complete", finished=stamp())

@@ -33,6 +33,7 @@ from torch.func import grad, jvp, vjp
 from rlscape.analyses.gradient import FlatPolicy, Trajectories, batch_tensors, check_stochastic
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import episode_seeds
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.policy import Agent
 
 log = logging.getLogger(__name__)
@@ -487,7 +488,7 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
             bar.update(1)
     if bar is not None:
         bar.close()
-    attrs = {"kind": "hessian", "env_id": first.env.env_id, "algo": first.algo, "source": str(Path(source).resolve()), "params": which,
+    attrs = {**kind_attrs("hessian"), "env_id": first.env.env_id, "algo": first.algo, "source": str(Path(source).resolve()), "params": which,
              "episodes": episodes, "k": k, "seed": seed, "n_parameters": P, "baseline": "mean return of the batch (constant)",
              "average": "mean over episodes", "over_training": int(todo[0][0] is not None)}
     ds = curvature_dataset(rows, steps if todo[0][0] is not None else None, attrs)

@@ -21,6 +21,7 @@ from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, differe
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
@@ -257,7 +258,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
     names = [f"dir{i + 1}" for i in range(len(dirs))]
 
     attrs: dict[str, Any] = {
-        "kind": spec.kind, "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
+        **kind_attrs(spec.kind), "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
         "params": spec.params, "normalization": spec.normalization, "bias": spec.bias,
         "seed": spec.evaluation.seed, "deterministic": int(spec.evaluation.deterministic),
         "episodes": spec.evaluation.episodes or 0, "steps": spec.evaluation.steps or 0,
