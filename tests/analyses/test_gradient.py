@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from rlscape.analyses.gradient import FlatPolicy, collect, estimate_gradient, log_prob, reinforce, update_step
+from rlscape.analyses.gradient import estimate_gradient, update_step
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import Budget, PopulationEvaluator
+from rlscape.core.pg import FlatPolicy, log_prob, reinforce
 from rlscape.core.policy import load_checkpoint
+from rlscape.core.trajectories import collect
 from tests.analyses import linear_gaussian as lg
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from rlscape.analyses.surface import make_directions
+from rlscape.analyses.surface import direction_episode_seeds, make_directions
 from rlscape.core.directions import DIRECTION_STREAM
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
@@ -310,7 +310,7 @@ def stepsize(
         run.update_run(
             status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, 0])",
-                   **episode_seeds(spec.evaluation.seed)},
+                   **episode_seeds(spec.evaluation.seed), **direction_episode_seeds([d])},
             parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
     cache = _Cache(run.path / _EVALS if run is not None else None)

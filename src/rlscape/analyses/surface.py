@@ -57,11 +57,16 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
             out.append(random_direction(theta0, spec.evaluation.seed, i, spec.normalization, spec.bias))
         elif source == "gradient":
             from rlscape.analyses.gradient import estimate_gradient
+            from rlscape.core.trajectories import stream_seeds
 
             if spec.params == "critic":
                 raise RlscapeError("a gradient direction moves the actor; use --params actor or all with --dir1 gradient")
             log.info("estimating the policy gradient from %d episodes …", spec.gradient_episodes)
-            out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params).direction())
+            # from the direction episode stream: the evaluation along it then measures the slope out-of-sample
+            d = estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params,
+                                  stream="direction").direction()
+            d.meta["episode_seeds"] = stream_seeds(spec.evaluation.seed, "direction")
+            out.append(d)
         elif _is_checkpoint(source):
             if spec.kind != "line":
                 raise RlscapeError("a checkpoint as a plane direction is not supported; use it with `rlscape line --direction`")
@@ -79,6 +84,12 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
     if not interpolate:
         out = [apply_scale(d, spec, theta0, i) for i, d in enumerate(out)]
     return out, interpolate
+
+
+def direction_episode_seeds(dirs: Sequence[Direction]) -> dict[str, Any]:
+    """``{"direction_episodes": …}`` for run.json when a direction was estimated from episodes here, else ``{}``."""
+    found = [d.meta["episode_seeds"] for d in dirs if "episode_seeds" in d.meta]
+    return {"direction_episodes": found[0]} if found else {}
 
 
 def apply_scale(d: Direction, spec: SurfaceSpec, theta0: Mapping[str, np.ndarray], index: int) -> Direction:
@@ -268,7 +279,7 @@ def run_surface(
         run.update_run(
             status="running", versions=package_versions(), cores=cpu_count(), env=agent.env.describe(), algo=agent.algo,
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, index]) (index 0 = dir1, 1 = dir2)",
-                   **episode_seeds(spec.evaluation.seed)},
+                   **episode_seeds(spec.evaluation.seed), **direction_episode_seeds(dirs)},
             parameter_names=list(theta0), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         chunks = run.read_chunks()
