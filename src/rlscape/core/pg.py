@@ -191,13 +191,16 @@ class GradientEstimate:
     ``values`` and ``se`` map public parameter names to float32 arrays of the parameters' shapes.
     ``se`` is the per-coordinate standard error from ``n_batches`` independent batches;
     ``stderr = sqrt(Σ se²)`` is the standard error of the whole vector (the expected distance
-    to the exact gradient, to first order).
+    to the exact gradient, to first order). ``batches`` (n_batches, P) float64, where kept, are
+    the independent batch estimates in :class:`FlatPolicy` order (``values`` is their mean), for
+    the standard error of any linear functional of the estimate.
     """
 
     values: NamedArrays
     se: NamedArrays
     n_batches: int
     meta: dict[str, Any] = field(default_factory=dict)
+    batches: np.ndarray | None = None
 
     @property
     def norm(self) -> float:
@@ -231,29 +234,21 @@ def reinforce(agent: Agent, traj: Trajectories, *, baseline: str = "mean", gamma
     N = traj.n_episodes
     B = max(1, min(int(n_batches), N // 2)) if N >= 2 else 1
     fp = FlatPolicy(agent, which)
-    obs, actions, ep = batch_tensors(traj, fp.dtype)
+    obs, actions, _ = batch_tensors(traj, fp.dtype)
     G = torch.from_numpy(reward_to_go(traj.rewards, traj.lengths, gamma)).to(fp.dtype)
-    theta = fp.theta.clone().requires_grad_(True)
-    out = fp.forward(theta, obs)
-    lp = log_prob(agent, out, actions)
-    groups = np.array_split(np.arange(N), B)
-    group_of = np.empty(N, np.int64)
-    for i, g in enumerate(groups):
-        group_of[g] = i
-    step_group = torch.from_numpy(group_of[traj.episode])
-    if baseline == "critic":
-        b = out["value"].detach()
-    elif baseline == "mean":
-        per_episode = np.concatenate([leave_one_out(traj.returns[g]) for g in groups])  # groups are in order
-        b = torch.from_numpy(per_episode).to(fp.dtype)[ep]
-    else:
-        b = torch.zeros_like(G)
-    w = (G - b).detach()
-    sizes = torch.tensor([len(g) for g in groups], dtype=fp.dtype)
     grads = []
-    for i in range(B):
-        sel = (step_group == i).to(fp.dtype)
-        (gi,) = torch.autograd.grad((lp * w * sel).sum() / sizes[i], theta, retain_graph=i < B - 1)
+    for g in np.array_split(np.arange(N), B):  # contiguous: batch g's steps are one slice
+        lo, hi = int(traj.starts[g[0]]), int(traj.starts[g[-1]] + traj.lengths[g[-1]])
+        theta = fp.theta.clone().requires_grad_(True)
+        out = fp.forward(theta, obs[lo:hi])
+        lp = log_prob(agent, out, actions[lo:hi])
+        if baseline == "critic":
+            b = out["value"].detach()
+        elif baseline == "mean":
+            b = torch.from_numpy(np.repeat(leave_one_out(traj.returns[g]), traj.lengths[g])).to(fp.dtype)
+        else:
+            b = torch.zeros(hi - lo, dtype=fp.dtype)
+        (gi,) = torch.autograd.grad((lp * (G[lo:hi] - b).detach()).sum() / len(g), theta)
         grads.append(gi.detach())
     stack = torch.stack(grads).double()
     mean = stack.mean(0)
@@ -263,7 +258,7 @@ def reinforce(agent: Agent, traj: Trajectories, *, baseline: str = "mean", gamma
             "return_mean": float(traj.returns.mean()), "label": f"policy gradient (REINFORCE, {N} episodes)"}
     if baseline == "mean":
         meta["baseline_rule"] = "leave-one-out mean return of the other episodes of the batch"
-    return GradientEstimate(fp.to_named(mean), fp.to_named(se), B, meta)
+    return GradientEstimate(fp.to_named(mean), fp.to_named(se), B, meta, stack.numpy())
 
 
 # -- the policy Hessian ----------------------------------------------------------------------------
@@ -291,7 +286,9 @@ class PolicyHessian:
 
         H·v = (1/N) Σ_τ [ g_τ (g_τ·v) A_τ + A_τ ∇_θ(g_τ·v) ],  g_τ = Σ_t ∇ log π(a_t|s_t),  A_τ = R(τ) − b_τ
 
-    with ``b_τ`` the leave-one-out mean return (``baseline='mean'``) or 0 (``'none'``). Since
+    with ``b_τ`` the leave-one-out mean return of the other episodes of τ's batch (``baseline='mean'``;
+    the N episodes are split in order into ``n_batches`` contiguous batches, default one) or 0
+    (``'none'``). Since
     ``E[g gᵀ + ∇² log P] = 0`` and ``b_τ`` is independent of τ, the estimate is unbiased. The first
     term is ``Jᵀ diag(A) J v`` with J the per-episode score Jacobian; the second the Hessian-vector
     product of ``Σ_τ A_τ log P_τ``. ``matvec(v)`` takes and returns float64 vectors (P,) in
@@ -302,7 +299,7 @@ class PolicyHessian:
     """
 
     def __init__(self, agent: Agent, traj: Trajectories, *, which: str = "actor", baseline: str = "mean",
-                 dtype: torch.dtype | None = None, mode: str | None = None) -> None:
+                 dtype: torch.dtype | None = None, mode: str | None = None, n_batches: int = 1) -> None:
         check_stochastic(agent, "the policy Hessian", update_hint=False)
         if baseline not in ("mean", "none"):
             raise RlscapeError(f"the policy Hessian takes a constant baseline: --baseline mean or none, not {baseline!r}")
@@ -316,7 +313,11 @@ class PolicyHessian:
         self.N = traj.n_episodes
         dtype = self.flat.dtype
         obs, actions, ep = batch_tensors(traj, dtype)
-        b = leave_one_out(traj.returns) if baseline == "mean" else np.zeros(self.N)
+        if baseline == "mean":
+            groups = np.array_split(np.arange(self.N), max(1, min(int(n_batches), self.N)))
+            b = np.concatenate([leave_one_out(traj.returns[g]) for g in groups])
+        else:
+            b = np.zeros(self.N)
         self.A = torch.from_numpy(traj.returns - b).to(dtype)  # (N,) advantages of whole episodes
         fp, N, A = self.flat, self.N, self.A
 

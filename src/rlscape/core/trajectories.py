@@ -85,6 +85,15 @@ class Trajectories:
         """(N,) index of each episode's first step."""
         return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
 
+    def subset(self, episodes: np.ndarray | slice) -> Trajectories:
+        """The batch of the chosen episodes (indices into this batch, in the given order), repacked."""
+        idx = np.arange(self.n_episodes)[episodes]
+        steps = np.concatenate([np.arange(s, s + n) for s, n in zip(self.starts[idx], self.lengths[idx], strict=True)]) \
+            if idx.size else np.zeros(0, np.int64)
+        return Trajectories(self.obs[steps], self.actions[steps], self.rewards[steps], self.train_rewards[steps],
+                            np.repeat(np.arange(idx.size), self.lengths[idx]), self.t[steps], self.returns[idx],
+                            self.lengths[idx], self.episode_ids[idx], self.seed, self.stream, self.rewards_normalized)
+
 
 def check_stochastic(agent: Agent, what: str, update_hint: bool = True) -> None:
     """Refuse deterministic policies (DQN, TD3, DDPG, plain action adapters) for score-function methods."""
@@ -117,10 +126,13 @@ def collect(agent: Agent, episodes: int, seed: int, *, stream: str = "evaluation
         bar = tqdm(total=episodes, unit="ep", desc="episodes", dynamic_ncols=True, mininterval=0.5)
     venv = agent.env.make_vec(generic=generic)
     forward = fast_mlp_forward(agent.head) or make_forward(agent.head)
+    # the actor's parameters stacked as one point (K = 1), passed as the evaluator passes them, so
+    # the same kernels compute the same actions
+    params = {Agent.functional_name(n): torch.from_numpy(np.ascontiguousarray(v))[None] for n, v in agent.parameters("actor").items()}
     parts = []
     try:
         for b0 in range(0, episodes, max_envs):
-            o, a, r, ep, tt, lengths = _lockstep(agent, venv, forward, ids[b0 : b0 + max_envs], seed, tag)
+            o, a, r, ep, tt, lengths = _lockstep(agent, venv, forward, params, ids[b0 : b0 + max_envs], seed, tag)
             parts.append((o, a, r, ep + b0, tt, lengths))
             if bar is not None:
                 bar.update(len(lengths))
@@ -137,7 +149,7 @@ def collect(agent: Agent, episodes: int, seed: int, *, stream: str = "evaluation
 
 
 @torch.inference_mode()
-def _lockstep(agent: Agent, venv: VecEnv, forward: Forward, ids: np.ndarray, seed: int, tag: int | None) -> tuple[np.ndarray, ...]:
+def _lockstep(agent: Agent, venv: VecEnv, forward: Forward, params: dict[str, torch.Tensor], ids: np.ndarray, seed: int, tag: int | None) -> tuple[np.ndarray, ...]:
     """Episodes ``ids`` to completion: (obs, actions, rewards, episode 0..n−1, t) per step, episode-major, and lengths (n,)."""
     n = len(ids)
     obs = np.array(venv.reset([reset_seed(seed, int(e), tag) for e in ids]), order="C")
@@ -153,7 +165,7 @@ def _lockstep(agent: Agent, venv: VecEnv, forward: Forward, ids: np.ndarray, see
     while live.any():
         idx = np.flatnonzero(live)  # only live episodes are forwarded: each row's outputs are its own
         x = torch.from_numpy(np.ascontiguousarray(obs[idx], np.float32)).reshape(1, idx.size, *obs_shape)
-        out = forward({}, x)  # one point: the head's own parameters
+        out = forward(params, x)
         z = noise.at(t)[idx]
         a = select_actions(agent, out, z, False)[0]
         if agent.kind == CATEGORICAL:
