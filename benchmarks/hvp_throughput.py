@@ -31,9 +31,9 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import rlscape
-    from rlscape.analyses.gradient import FlatPolicy, batch_tensors, collect
-    from rlscape.analyses.hessian import PolicyHessian
     from rlscape.analyses.quickstart import train_quickstart_agent
+    from rlscape.core.pg import FlatPolicy, PolicyHessian, batch_tensors
+    from rlscape.core.trajectories import collect
 
     ckpt = Path(args.checkpoint)
     if not ckpt.exists():
