@@ -9,7 +9,7 @@ import pytest
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import Budget, PopulationEvaluator, reset_seed
 from rlscape.core.policy import load_checkpoint
-from rlscape.core.trajectories import DIRECTION_EPISODES_STREAM, collect, stream_seeds
+from rlscape.core.trajectories import DIRECTION_EPISODES_STREAM, collect, collect_steps, stream_seeds
 
 
 def _evaluate(agent, episodes: int, seed: int):
@@ -94,3 +94,14 @@ def test_observations_and_rewards_in_the_networks_units(tmp_path):
 def test_without_reward_normalisation_training_units_are_raw(cartpole_ppo):
     traj = collect(load_checkpoint(cartpole_ppo), 2, seed=0)
     assert not traj.rewards_normalized and np.array_equal(traj.train_rewards, traj.rewards)
+
+
+def test_a_steps_budget_keeps_the_evaluators_episodes(cartpole_ppo):
+    """Episodes until ≥ steps, the last one finished: the same episodes as collecting them directly."""
+    agent = load_checkpoint(cartpole_ppo)
+    traj = collect_steps(agent, 700, seed=4, stream="direction")
+    before = np.cumsum(traj.lengths) - traj.lengths
+    assert traj.n_steps >= 700 and before[-1] < 700  # the last episode started before the budget ran out
+    direct = collect(agent, traj.n_episodes, seed=4, stream="direction")
+    for f in ("obs", "actions", "rewards", "episode", "t", "returns", "lengths", "episode_ids"):
+        np.testing.assert_array_equal(getattr(traj, f), getattr(direct, f), err_msg=f)

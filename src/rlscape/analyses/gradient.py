@@ -28,7 +28,7 @@ from rlscape.core.params import NamedArrays, select_names
 from rlscape.core.pg import BASELINES, FlatPolicy, GradientEstimate, reinforce, torch_threads
 from rlscape.core.policy import Agent
 from rlscape.core.runs import is_training_run, select_checkpoints
-from rlscape.core.trajectories import check_stochastic, collect, stream_seeds
+from rlscape.core.trajectories import check_stochastic, collect, collect_steps, stream_seeds
 
 log = logging.getLogger(__name__)
 
@@ -287,21 +287,8 @@ def _estimate(agent: Agent, path: Path, kind: str, episodes: int | None, steps: 
               n_batches: int, baseline: str, gamma: float, progress: bool) -> GradientEstimate:
     if kind == "update":
         return update_step(agent, path, seed=seed, which=which, n_batches=n_batches)
-    n_ep = episodes if episodes is not None else _episodes_for_steps(agent, int(steps or 1), seed)
-    traj = collect(agent, n_ep, seed, stream="direction", progress=progress)
+    if episodes is not None:
+        traj = collect(agent, episodes, seed, stream="direction", progress=progress)
+    else:
+        traj = collect_steps(agent, int(steps or 1), seed, stream="direction")
     return reinforce(agent, traj, baseline=baseline, gamma=gamma, which=which, n_batches=n_batches)
-
-
-def _episodes_for_steps(agent: Agent, steps: int, seed: int) -> int:
-    """The number of episodes a ``steps`` budget takes (episodes until ≥ steps, finishing the last)."""
-    n, total, e = 0, 0, 0
-    probe = 16
-    while total < steps:
-        tr = collect(agent, probe, seed, stream="direction", first_episode=e)
-        for L in tr.lengths:
-            if total >= steps:
-                break
-            total += int(L)
-            n += 1
-        e += probe
-    return n

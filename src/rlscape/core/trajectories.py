@@ -148,6 +148,37 @@ def collect(agent: Agent, episodes: int, seed: int, *, stream: str = "evaluation
                         int(seed), stream, norm is not None)
 
 
+def collect_steps(agent: Agent, steps: int, seed: int, *, stream: str = "evaluation", max_envs: int | None = None) -> Trajectories:
+    """Episodes 0, 1, 2, … of ``stream`` until at least ``steps`` steps, finishing the episode in
+    progress (the evaluator's sequential rule for a steps budget), in rounds of 16, 32, … episodes."""
+    if steps < 1:
+        raise RlscapeError(f"--steps must be a positive integer, not {steps}")
+    parts: list[Trajectories] = []
+    total, first, n = 0, 0, 16
+    while total < steps:
+        parts.append(collect(agent, n, seed, stream=stream, first_episode=first, max_envs=max_envs))
+        total += parts[-1].n_steps
+        first += n
+        n *= 2
+    whole = concatenate(parts)
+    steps_before = np.cumsum(whole.lengths) - whole.lengths
+    return whole.subset(np.flatnonzero(steps_before < steps))
+
+
+def concatenate(parts: list[Trajectories]) -> Trajectories:
+    """One batch from batches of the same agent, seed and stream, episodes in the given order."""
+    if not parts or any(p.seed != parts[0].seed or p.stream != parts[0].stream for p in parts):
+        raise ValueError("concatenate needs at least one batch, all of one seed and stream")
+    offsets = np.cumsum([0] + [p.n_episodes for p in parts[:-1]])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    return Trajectories(cat("obs"), cat("actions"), cat("rewards"), cat("train_rewards"),
+                        np.concatenate([p.episode + o for p, o in zip(parts, offsets, strict=True)]), cat("t"), cat("returns"),
+                        cat("lengths"), cat("episode_ids"), parts[0].seed, parts[0].stream, parts[0].rewards_normalized)
+
+
 @torch.inference_mode()
 def _lockstep(agent: Agent, venv: VecEnv, forward: Forward, params: dict[str, torch.Tensor], ids: np.ndarray, seed: int, tag: int | None) -> tuple[np.ndarray, ...]:
     """Episodes ``ids`` to completion: (obs, actions, rewards, episode 0..n−1, t) per step, episode-major, and lengths (n,)."""
