@@ -224,6 +224,7 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
                 Direction(op.flat.to_named(eig.vectors[:, i]), {
                     "kind": "hessian_eigenvector", "which": eig.which, "rank": i + 1, "eigenvalue": float(eig.values[i]),
                     "residual": float(eig.residuals[i]), "converged": bool(eig.converged[i]), "episodes": episodes, "seed": seed,
+                    "episode_stream": traj.stream, "episode_seeds": stream_seeds(seed, traj.stream),
                     "params": which, "scale": "unit", "checkpoint": str(Path(path).resolve()), "step": step,
                     "label": f"Hessian eigenvector λ_{tag}{'' if i == 0 else f'#{i + 1}'} = {eig.values[i]:.3g}",
                 }).save(here / "directions" / f"eig_{tag}_{i + 1}.npz")

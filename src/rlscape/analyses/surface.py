@@ -57,16 +57,13 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
             out.append(random_direction(theta0, spec.evaluation.seed, i, spec.normalization, spec.bias))
         elif source == "gradient":
             from rlscape.analyses.gradient import estimate_gradient
-            from rlscape.core.trajectories import stream_seeds
 
             if spec.params == "critic":
                 raise RlscapeError("a gradient direction moves the actor; use --params actor or all with --dir1 gradient")
             log.info("estimating the policy gradient from %d episodes …", spec.gradient_episodes)
             # from the direction episode stream: the evaluation along it then measures the slope out-of-sample
-            d = estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params,
-                                  stream="direction").direction()
-            d.meta["episode_seeds"] = stream_seeds(spec.evaluation.seed, "direction")
-            out.append(d)
+            out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params,
+                                         stream="direction").direction())
         elif _is_checkpoint(source):
             if spec.kind != "line":
                 raise RlscapeError("a checkpoint as a plane direction is not supported; use it with `rlscape line --direction`")
@@ -87,8 +84,9 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
 
 
 def direction_episode_seeds(dirs: Sequence[Direction]) -> dict[str, Any]:
-    """``{"direction_episodes": …}`` for run.json when a direction was estimated from episodes here, else ``{}``."""
-    found = [d.meta["episode_seeds"] for d in dirs if "episode_seeds" in d.meta]
+    """``{"direction_episodes": …}`` for run.json when a direction was estimated here from episodes
+    (its meta holds ``episode_seeds``), else ``{}``."""
+    found = [d.meta["episode_seeds"] for d in dirs if d.meta.get("episode_seeds")]
     return {"direction_episodes": found[0]} if found else {}
 
 

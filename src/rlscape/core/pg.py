@@ -28,7 +28,7 @@ from rlscape.core.directions import Direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.params import NamedArrays, select_names
 from rlscape.core.policy import CATEGORICAL, SQUASHED, Agent
-from rlscape.core.trajectories import Trajectories, check_stochastic
+from rlscape.core.trajectories import Trajectories, check_stochastic, stream_seeds
 
 BASELINES = ("mean", "critic", "none")
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -254,7 +254,8 @@ def reinforce(agent: Agent, traj: Trajectories, *, baseline: str = "mean", gamma
     mean = stack.mean(0)
     se = stack.std(0, unbiased=True) / math.sqrt(B) if B > 1 else torch.full_like(mean, float("nan"))
     meta = {"kind": "gradient", "estimator": "reinforce", "baseline": baseline, "gamma": gamma, "episodes": N,
-            "steps": int(traj.lengths.sum()), "n_batches": B, "seed": traj.seed, "episode_stream": traj.stream, "params": which,
+            "steps": int(traj.lengths.sum()), "n_batches": B, "seed": traj.seed, "episode_stream": traj.stream,
+            "episode_seeds": stream_seeds(traj.seed, traj.stream), "params": which,
             "return_mean": float(traj.returns.mean()), "label": f"policy gradient (REINFORCE, {N} episodes)"}
     if baseline == "mean":
         meta["baseline_rule"] = "leave-one-out mean return of the other episodes of the batch"
