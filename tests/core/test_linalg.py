@@ -52,3 +52,13 @@ def test_hutchinson_and_slq_on_a_known_matrix():
     assert abs(np.trapezoid(dens.smoothed(grid, 0.2), grid) - 1) < 1e-3
 
 
+
+
+def test_hutchinson_is_exact_on_a_diagonal_and_products_are_counted():
+    """Rademacher zᵀDz = tr D for every z: no variance on a diagonal matrix."""
+    op = MatrixOperator(np.diag(np.arange(1.0, 11.0)))
+    trace, se = hutchinson(op, 5, seed=3)
+    assert trace == 55.0 and se == 0.0 and op.n_products == 5
+    res = lanczos(op, 2, "SA", seed=0)
+    np.testing.assert_allclose(res.values, [1.0, 2.0], rtol=1e-10)
+    assert res.which == "SA" and res.vectors.shape == (10, 2) and op.n_products == 5 + res.n_products + 2  # + residual checks

@@ -24,16 +24,19 @@ CONVERGENCE_RTOL = 1e-3  # an eigenpair counts as converged when ‖Hv − λv�
 
 
 class LinearOp(Protocol):
-    """What the algorithms need: ``size`` and ``matvec`` on float64 vectors (counted in ``n_products``)."""
+    """A symmetric P × P operator: ``size`` P, ``matvec`` (P,) float64 → (P,) float64, and
+    ``n_products``, the number of matvecs so far (each implementation counts its own)."""
 
     size: int
     n_products: int
 
-    def matvec(self, v: np.ndarray) -> np.ndarray: ...
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        """H·v for v (P,) float64 → (P,) float64."""
+        ...
 
 
 class MatrixOperator:
-    """A dense symmetric matrix as a :class:`LinearOp` (for tests and small problems)."""
+    """A dense symmetric matrix (P, P) as a :class:`LinearOp` (for tests and small problems)."""
 
     def __init__(self, matrix: np.ndarray) -> None:
         self.matrix = np.asarray(matrix, np.float64)
@@ -74,7 +77,7 @@ def lanczos(op: LinearOp, k: int = 1, which: str = "LA", *, seed: int = 0, tol: 
         raise RlscapeError(f"which must be 'LA' or 'SA', not {which!r}")
     n = int(op.size)
     if k < 1 or k >= n:
-        raise RlscapeError(f"--k must be between 1 and {n - 1} (the policy has {n} parameters), not {k}")
+        raise RlscapeError(f"--k must be between 1 and {n - 1} (the operator has {n} dimensions), not {k}")
     v0 = np.random.default_rng(seed).standard_normal(n)
     start = op.n_products
     lin = LinearOperator((n, n), matvec=op.matvec, dtype=np.float64)
