@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from rlscape.analyses.surface import make_directions
+from rlscape.analyses.surface import direction_episode_seeds, make_directions
 from rlscape.core.directions import DIRECTION_STREAM, Direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
@@ -318,7 +318,7 @@ def search_step_size(run: Run | None, spec: StepSizeSpec, agent: Agent, theta0: 
         run.dir.save_direction("dir1", d, theta0)
         run.record(env=agent.env.describe(), algo=agent.algo, parameter_names=list(theta0),
                    seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, 0])",
-                          **episode_seeds(spec.evaluation.seed)})
+                          **episode_seeds(spec.evaluation.seed), **direction_episode_seeds([d])})
     cache = _Cache(run.path / _EVALS if run is not None else None)
     ev = spec.evaluation
     budget = Budget(episodes=ev.episodes, steps=ev.steps)

@@ -59,7 +59,9 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
             if spec.params == "critic":
                 raise RlscapeError("a gradient direction moves the actor; use --params actor or all with --dir1 gradient")
             log.info("estimating the policy gradient from %d episodes …", spec.gradient_episodes)
-            out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params).direction())
+            # from the direction episode stream: the evaluation along it then measures the slope out-of-sample
+            out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params,
+                                         stream="direction").direction())
         elif is_checkpoint(source):
             if spec.kind != "line":
                 raise RlscapeError("a checkpoint as a plane direction is not supported; use it with `rlscape line --direction`")
@@ -77,6 +79,13 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
     if not interpolate:
         out = [apply_scale(d, spec, theta0, i) for i, d in enumerate(out)]
     return out, interpolate
+
+
+def direction_episode_seeds(dirs: Sequence[Direction]) -> dict[str, Any]:
+    """``{"direction_episodes": …}`` for run.json when a direction was estimated here from episodes
+    (its meta holds ``episode_seeds``), else ``{}``."""
+    found = [d.meta["episode_seeds"] for d in dirs if d.meta.get("episode_seeds")]
+    return {"direction_episodes": found[0]} if found else {}
 
 
 def apply_scale(d: Direction, spec: SurfaceSpec, theta0: Mapping[str, np.ndarray], index: int) -> Direction:
@@ -286,7 +295,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
         run.record(
             env=agent.env.describe(), algo=agent.algo, parameter_names=list(theta0),
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, index]) (index 0 = dir1, 1 = dir2)",
-                   **episode_seeds(spec.evaluation.seed)},
+                   **episode_seeds(spec.evaluation.seed), **direction_episode_seeds(dirs)},
         )
         chunks = run.dir.read_chunks()
 
