@@ -22,8 +22,9 @@ def main() -> None:
     torch.set_num_threads(1)
     from tests.analyses import linear_gaussian as lg
 
-    from rlscape.analyses.gradient import collect, reinforce
-    from rlscape.analyses.hessian import PolicyHessian, lanczos
+    from rlscape.core.linalg import lanczos
+    from rlscape.core.pg import PolicyHessian, reinforce
+    from rlscape.core.trajectories import collect
 
     agent, w, b = lg.agent()
     exact = np.concatenate([v.ravel() for v in lg.exact_gradient(w, b).values()])

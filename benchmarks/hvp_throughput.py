@@ -31,8 +31,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import rlscape
-    from rlscape.analyses.gradient import FlatPolicy, batch_tensors, collect
-    from rlscape.analyses.hessian import PolicyHessian
+    from rlscape.core.pg import FlatPolicy, PolicyHessian, batch_tensors
+    from rlscape.core.trajectories import collect
     from rlscape.training.quickstart import train_quickstart_agent
 
     ckpt = Path(args.checkpoint)

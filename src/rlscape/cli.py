@@ -76,7 +76,7 @@ def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] 
     from rlscape.plots import render_run
 
     try:
-        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats, gif=gif)
+        files = render_run(ds, out / "plots", log_scale=log_scale, formats=formats, gif=gif, run_dir=out)
     except ValueError as exc:
         raise RlscapeError(str(exc)) from None
     typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
@@ -193,17 +193,21 @@ def plot(
     formats: Annotated[str, typer.Option("--formats", help="Static formats, comma-separated.")] = "png,pdf",
     gif: Annotated[bool, typer.Option("--gif", help="Planes over training: also surface.gif (+ surface.mp4 when ffmpeg is installed).")] = False,
 ) -> None:
-    """Draw what RUN_DIR holds: planes as 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands.
+    """Redraw the figures of any run from its stored results (into RUN_DIR/plots), the same ones its command drew.
 
-    Over training: a curve with ±SEM bands; planes as small multiples (and a GIF with --gif);
-    lines as a step × offset heat map and 3-D lines.
+    Planes: 3-D surface, heatmap, contour (+ HTML); lines with ±SEM bands; over training: a curve,
+    small multiples (and a GIF with --gif), a step × offset heat map; gradient, Hessian, step-size,
+    cliff and cliff-dive runs: their figures.
     """
+    from rlscape.core.kinds import kind_of
     from rlscape.core.results import load
 
     ds = load(run_dir)
-    if gif and not ("step" in ds.dims and ds.attrs.get("kind") == "plane"):
-        raise RlscapeError(f"--gif needs planes over training (rlscape plane RUN --all-checkpoints); {run_dir} holds a single {ds.attrs.get('kind')}")
+    kind = kind_of(ds)
+    if gif and kind.name != "plane-over-training":
+        raise RlscapeError(f"--gif needs planes over training (rlscape plane RUN --all-checkpoints); {run_dir} holds a {kind.name} run")
     _plot(run_dir, ds, log_scale=log_scale, formats=tuple(f for f in formats.split(",") if f), gif=gif)
+    typer.echo(f"{kind.title}: {kind.headline(ds)}")
 
 
 def _over_training(checkpoint: Path, all_checkpoints: bool, checkpoints: str | None) -> bool:
@@ -368,10 +372,7 @@ def stepsize(
                    f"J(θ) = {a['j0']:.4g}, threshold {a['threshold']:.4g}, {a['n_evaluations']} evaluations in {a['n_rounds']} rounds")
     typer.echo(f"results: {out / 'results.zarr'}")
     if plot:
-        from rlscape.plots.cliffs import plot_stepsize
-
-        files = plot_stepsize(ds, out / "plots")
-        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _plot(out, ds)
 
 
 
@@ -389,16 +390,13 @@ def cliffs(
     """Label each checkpoint of a line over training cliff / non-cliff (methods.md §6) and colour the plot."""
     from rlscape.analyses.cliffs import run_cliffs
 
-    labels, line_ds, where = run_cliffs(line_run, out, min_relative_fall=min_fall, min_range_fraction=min_range_fraction,
+    labels, _, where = run_cliffs(line_run, out, min_relative_fall=min_fall, min_range_fraction=min_range_fraction,
                                         first_step=first_step, side=side, overwrite=overwrite)  # type: ignore[arg-type]
     for s, c, j0, rel in zip(labels.step.values, labels.cliff.values, labels.j0.values, labels.relative_fall.values, strict=True):
         typer.echo(f"step {int(s):>10d}  J(θ) = {j0:10.4g}  fall {100 * rel:7.1f} %  {'CLIFF' if c else 'non-cliff'}")
     typer.echo(f"{int(labels.cliff.sum())} of {labels.sizes['step']} checkpoints are cliffs; labels: {where / 'results.zarr'}")
     if plot:
-        from rlscape.plots.cliffs import plot_cliffs
-
-        files = plot_cliffs(line_ds, labels, where / "plots")
-        typer.echo(f"figures: {where / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _plot(where, labels)
 
 
 def _steps(text: str | None, what: str) -> list[int]:
@@ -424,6 +422,7 @@ def cliff_dive(
     deterministic: Det = False,
     workers: Workers = None,
     overwrite: Overwrite = False,
+    plot: PlotOpt = True,
 ) -> None:
     """One A2C and one PPO update (configured alike) at cliff and non-cliff checkpoints; Welch t-test of the changes."""
     from rlscape.analyses.cliffs import cliff_dive as run_dive
@@ -453,6 +452,8 @@ def cliff_dive(
                   deterministic=deterministic, workers=workers, overwrite=overwrite)
     typer.echo(dive_table(ds))
     typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        _plot(out, ds)
 
 
 @app.command()
@@ -484,11 +485,8 @@ def gradient(
     if "step" not in ds.dims:
         typer.echo(f"‖g‖ = {float(ds.grad_norm):.6g} ± {float(ds.grad_stderr):.3g} (standard error)")
     typer.echo(f"direction: {where}  (use it with --dir1/--direction; results: {out / 'results.zarr'})")
-    if plot and "step" in ds.dims:
-        from rlscape.plots.curvature import plot_over_training
-
-        files = plot_over_training(ds, out / "plots")
-        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+    if plot:
+        _plot(out, ds)
 
 
 @app.command()
@@ -526,10 +524,7 @@ def hessian(
         typer.echo(f"eigenvectors: {out / 'steps'}/<step>/directions/")
     typer.echo(f"results: {out / 'results.zarr'}")
     if plot:
-        from rlscape.plots.curvature import plot_curvature
-
-        files = plot_curvature(ds, out / "plots")
-        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _plot(out, ds)
 
 
 # -- post-update return distribution (seed 002) ----------------------------------------------------

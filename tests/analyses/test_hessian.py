@@ -1,5 +1,5 @@
-"""The policy-Hessian operator and the spectral algorithms against truth: known matrices, a dense
-reference Hessian, and the closed-form linear-Gaussian task."""
+"""The policy-Hessian operator against truth: a dense reference Hessian and the closed-form
+linear-Gaussian task (the spectral algorithms on known matrices: tests/core/test_linalg.py)."""
 
 from __future__ import annotations
 
@@ -7,55 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from rlscape.analyses import hessian as hmod
-from rlscape.analyses.gradient import FlatPolicy, batch_tensors, collect
-from rlscape.analyses.hessian import MatrixOperator, PolicyHessian, hutchinson, lanczos, lanczos_tridiagonal, slq
 from rlscape.core.errors import RlscapeError
+from rlscape.core.linalg import lanczos
+from rlscape.core.pg import FlatPolicy, PolicyHessian, batch_tensors, leave_one_out
 from rlscape.core.policy import load_checkpoint
+from rlscape.core.trajectories import Trajectories, collect
 from tests.analyses import linear_gaussian as lg
-
-
-def _known_matrix(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    eig = np.concatenate([[-7.0, -3.5, -2.0], rng.uniform(-1, 1, n - 6), [2.5, 4.0, 9.0]])
-    return (q * eig) @ q.T, np.sort(eig)
-
-
-def test_lanczos_recovers_a_known_spectrum():
-    m, eig = _known_matrix()
-    op = MatrixOperator(m)
-    top = lanczos(op, 3, "LA", seed=0)
-    bottom = lanczos(op, 3, "SA", seed=0)
-    np.testing.assert_allclose(top.values, eig[::-1][:3], rtol=1e-8)
-    np.testing.assert_allclose(bottom.values, eig[:3], rtol=1e-8)
-    assert top.converged.all() and bottom.converged.all() and top.residuals.max() < 1e-6
-    assert top.n_products > 0 and np.allclose(np.abs(top.vectors.T @ top.vectors), np.eye(3), atol=1e-8)
-    again = lanczos(MatrixOperator(m), 3, "LA", seed=0)
-    assert again.n_products == top.n_products and np.array_equal(again.values, top.values)  # seeded v0
-    with pytest.raises(RlscapeError, match="--k"):
-        lanczos(op, 40, "LA")
-
-
-def test_hutchinson_and_slq_on_a_known_matrix():
-    m, eig = _known_matrix()
-    op = MatrixOperator(m)
-    trace, se = hutchinson(op, 200, seed=0)
-    assert abs(trace - eig.sum()) < 4 * se
-    # Gauss quadrature is exact for the first moment: Σ_j w_j θ_j = qᵀHq / qᵀq
-    dens = slq(op, 3, 10, seed=0)
-    np.testing.assert_allclose(dens.weights.sum(axis=1), 1.0, rtol=1e-10)
-    rng = np.random.default_rng([0, 0x51])
-    for i in range(3):
-        z = rng.choice([-1.0, 1.0], size=40)
-        np.testing.assert_allclose((dens.weights[i] * dens.nodes[i]).sum(), z @ m @ z / 40, rtol=1e-8)
-    # with as many steps as dimensions the nodes are the eigenvalues
-    a, b = lanczos_tridiagonal(op, np.ones(40), 40)
-    from scipy.linalg import eigh_tridiagonal
-
-    np.testing.assert_allclose(eigh_tridiagonal(a, b)[0][[0, -1]], eig[[0, -1]], rtol=1e-6)
-    grid = np.linspace(-12, 14, 4001)
-    assert abs(np.trapezoid(dens.smoothed(grid, 0.2), grid) - 1) < 1e-3
 
 
 def _tiny_categorical_agent():
@@ -77,7 +34,7 @@ def test_hvp_matches_a_dense_reference_hessian():
     op = PolicyHessian(agent, traj)
     fp = FlatPolicy(agent)
     obs, actions, ep = batch_tensors(traj, fp.dtype)
-    A = torch.from_numpy(traj.returns - traj.returns.mean())
+    A = torch.from_numpy(traj.returns - leave_one_out(traj.returns))
 
     def log_p(theta):
         return torch.zeros(traj.n_episodes, dtype=theta.dtype).index_add(0, ep, fp.step_log_probs(theta, obs, actions))
@@ -89,11 +46,11 @@ def test_hvp_matches_a_dense_reference_hessian():
     np.testing.assert_allclose(ours, dense, rtol=1e-9, atol=1e-9 * np.abs(dense).max())
 
 
-@pytest.mark.parametrize("mode_limit", [hmod._JACOBIAN_LIMIT, 0], ids=["autograd", "functorch"])
-def test_hvp_is_symmetric_on_its_fixed_batch(cartpole_ppo, monkeypatch, mode_limit):
-    monkeypatch.setattr(hmod, "_JACOBIAN_LIMIT", mode_limit)
+@pytest.mark.parametrize("mode", ["autograd", "functorch"])
+def test_hvp_is_symmetric_on_its_fixed_batch(cartpole_ppo, mode):
     agent = load_checkpoint(cartpole_ppo)
-    op = PolicyHessian(agent, collect(agent, 4, seed=0))
+    op = PolicyHessian(agent, collect(agent, 4, seed=0), mode=mode)
+    assert op.mode == mode
     rng = np.random.default_rng(0)
     u, v = rng.standard_normal(op.size), rng.standard_normal(op.size)
     uhv, vhu = u @ op.matvec(v), v @ op.matvec(u)
@@ -127,9 +84,7 @@ def test_hessian_is_averaged_over_episodes_not_summed():
 
 def test_deterministic_policies_have_no_policy_hessian(untrained):
     agent = load_checkpoint(untrained("td3", "Pendulum-v1"), "Pendulum-v1")
-    from rlscape.analyses.gradient import Trajectories
-
-    empty = Trajectories(np.zeros((0, 3), np.float32), np.zeros((0, 1), np.float32), np.zeros(0), np.zeros(0, np.int64),
+    empty = Trajectories(np.zeros((0, 3), np.float32), np.zeros((0, 1), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, np.int64),
                          np.zeros(0, np.int64), np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64), 0)
     with pytest.raises(RlscapeError, match="deterministic"):
         PolicyHessian(agent, empty)

@@ -24,6 +24,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ import numpy as np
 import xarray as xr
 
 from rlscape.core.errors import RlscapeError
+from rlscape.core.kinds import kind_attrs
+from rlscape.stats import mean_sem, welch_t_test
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,7 @@ def label_cliffs(
         },
         coords={"step": ("step", np.asarray(mean["step"].values))},
         attrs={
-            "kind": "cliffs", "min_relative_fall": float(min_relative_fall), "min_range_fraction": float(min_range_fraction),
+            **kind_attrs("cliffs"), "min_relative_fall": float(min_relative_fall), "min_range_fraction": float(min_range_fraction),
             "first_step": float(max(widths)), "side": side, "global_range": global_range,
             "criterion": "fall = J(0) − min J over offsets in the first step; cliff iff fall ≥ min_relative_fall·|J(0)| "
                          "and fall > min_range_fraction·(max − min of J over all checkpoints and offsets)",
@@ -246,8 +249,8 @@ def cliff_dive(
     Before and after every update the policy is evaluated on the same ``episodes`` episodes
     (common random numbers), all points of a checkpoint in one batched call. change =
     sign(R0)·(R/R0 − 1) with R0, R the mean returns before and after. For each algorithm the
-    changes (all trials of all checkpoints) at cliffs are compared with those elsewhere by
-    Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``). Returns a Dataset over
+    changes at cliffs are compared with those elsewhere by Welch's t-test with the checkpoint as
+    unit (its trials averaged first; :func:`checkpoint_welch`). Returns a Dataset over
     ``step`` × ``algo`` × ``trial`` (× ``episode``); the t-test as variables over ``algo``.
     """
     from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, Budget
@@ -332,7 +335,7 @@ def cliff_dive(
         if bar is not None:
             bar.close()
     ds = dive_dataset([s for s, _ in chosen], [label[s] for s, _ in chosen], before, after, update_norm)
-    ds.attrs.update({"kind": "cliff-dive", "run": spec["run"], "seed": seed, "episodes": episodes, "trials": trials,
+    ds.attrs.update({**kind_attrs("cliff-dive"), "run": spec["run"], "seed": seed, "episodes": episodes, "trials": trials,
                      "deterministic": int(deterministic), "hyperparams": json.dumps(DIVE_HYPERPARAMS)})
     if run is not None:
         run.write_dataset(ds)
@@ -350,9 +353,12 @@ def change(r0: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def dive_dataset(steps: Sequence[int], cliff: Sequence[bool], before: np.ndarray, after: np.ndarray,
                  update_norm: np.ndarray) -> xr.Dataset:
-    """Changes and Welch t-tests from per-episode returns ``before (S, E)`` and ``after (S, A, T, E)``."""
-    from scipy import stats
+    """Changes and Welch t-tests from per-episode returns ``before (S, E)`` and ``after (S, A, T, E)``.
 
+    The unit of the t-test is the checkpoint (methods.md §6): the changes of its T trials share θ
+    and R0, so they are averaged first, and Welch's test compares the per-checkpoint means at cliffs
+    with those elsewhere (:func:`checkpoint_welch`).
+    """
     cliff_arr = np.asarray(cliff, bool)
     r0 = before.mean(axis=1)
     r = after.mean(axis=-1)
@@ -360,24 +366,7 @@ def dive_dataset(steps: Sequence[int], cliff: Sequence[bool], before: np.ndarray
     if np.any(r0 == 0):
         log.warning("R0 = 0 at step(s) %s: the relative change is undefined there (NaN)", list(np.asarray(steps)[r0 == 0]))
     A = after.shape[1]
-    t_stat, p_val = np.full(A, np.nan), np.full(A, np.nan)
-    m_c, m_n, s_c, s_n, n_c, n_n = (np.full(A, np.nan) for _ in range(6))
-    for a in range(A):
-        x = ch[cliff_arr, a].ravel()
-        y = ch[~cliff_arr, a].ravel()
-        x, y = x[np.isfinite(x)], y[np.isfinite(y)]
-        n_c[a], n_n[a] = x.size, y.size
-        if x.size:
-            m_c[a] = x.mean()
-            s_c[a] = x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else np.nan
-        if y.size:
-            m_n[a] = y.mean()
-            s_n[a] = y.std(ddof=1) / math.sqrt(y.size) if y.size > 1 else np.nan
-        if x.size >= 2 and y.size >= 2:
-            res = stats.ttest_ind(x, y, equal_var=False)
-            t_stat[a], p_val[a] = float(res.statistic), float(res.pvalue)
-    if np.isnan(t_stat).all():
-        log.warning("the Welch t-test needs at least 2 changes at cliffs and 2 elsewhere; it is NaN")
+    t_stat, p_val, m_c, m_n, s_c, s_n, n_c, n_n = checkpoint_welch(ch, cliff_arr)
     E, T = before.shape[1], after.shape[2]
     return xr.Dataset(
         {
@@ -388,18 +377,47 @@ def dive_dataset(steps: Sequence[int], cliff: Sequence[bool], before: np.ndarray
             "r": (("step", "algo", "trial"), r, {"long_name": "mean return after (R)"}),
             "change": (("step", "algo", "trial"), ch, {"long_name": "sign(R0)·(R/R0 − 1)"}),
             "update_norm": (("step", "algo", "trial"), update_norm, {"long_name": "‖Δθ‖ of the update (all parameters)"}),
-            "welch_t": (("algo",), t_stat, {"long_name": "Welch t statistic, cliff − non-cliff changes"}),
+            "welch_t": (("algo",), t_stat, {"long_name": "Welch t statistic, cliff − non-cliff mean change per checkpoint"}),
             "welch_p": (("algo",), p_val, {"long_name": "two-sided p-value of the Welch t-test"}),
-            "mean_change_cliff": (("algo",), m_c, {"long_name": "mean change at cliffs"}),
+            "mean_change_cliff": (("algo",), m_c, {"long_name": "mean change at cliffs (mean of the checkpoint means)"}),
             "mean_change_noncliff": (("algo",), m_n, {"long_name": "mean change elsewhere"}),
-            "sem_change_cliff": (("algo",), s_c, {"long_name": "SEM of the change at cliffs"}),
-            "sem_change_noncliff": (("algo",), s_n, {"long_name": "SEM of the change elsewhere"}),
-            "n_cliff": (("algo",), n_c.astype(np.int64), {"long_name": "changes at cliffs (checkpoints × trials)"}),
-            "n_noncliff": (("algo",), n_n.astype(np.int64), {"long_name": "changes elsewhere"}),
+            "sem_change_cliff": (("algo",), s_c, {"long_name": "SEM of the checkpoint means at cliffs"}),
+            "sem_change_noncliff": (("algo",), s_n, {"long_name": "SEM of the checkpoint means elsewhere"}),
+            "n_cliff": (("algo",), n_c.astype(np.int64), {"long_name": "cliff checkpoints with a finite change"}),
+            "n_noncliff": (("algo",), n_n.astype(np.int64), {"long_name": "non-cliff checkpoints with a finite change"}),
         },
         coords={"step": ("step", np.asarray(steps, np.int64)), "algo": ("algo", list(DIVE_ALGOS[:A])),
                 "trial": ("trial", np.arange(T)), "episode": ("episode", np.arange(E))},
     )
+
+
+def checkpoint_welch(ch: np.ndarray, cliff: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Welch's t-test of the changes at cliffs vs elsewhere, per algorithm, the checkpoint as unit.
+
+    ``ch (S, A, T)``: change of trial t of algorithm a at checkpoint s; ``cliff (S,)``. Each
+    checkpoint's trials are averaged first (NaN trials ignored; a checkpoint without a finite trial
+    drops out). Returns arrays over ``(A,)``: t, p, mean and SEM of the checkpoint means at cliffs
+    and elsewhere, and the number of checkpoints in each group. NaN (with a logged warning) where a
+    group has fewer than 2 checkpoints.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN checkpoints: NaN, dropped below
+        per_ckpt = np.nanmean(ch, axis=2)  # (S, A)
+    A = ch.shape[1]
+    out = [np.full(A, np.nan) for _ in range(8)]
+    for a in range(A):
+        groups = [per_ckpt[cliff, a], per_ckpt[~cliff, a]]
+        groups = [g[np.isfinite(g)] for g in groups]
+        for k, g in enumerate(groups):
+            out[6 + k][a] = g.size
+            if g.size:
+                out[2 + k][a], out[4 + k][a] = mean_sem(g)
+        if min(g.size for g in groups) >= 2:
+            res = welch_t_test(*groups)
+            out[0][a], out[1][a] = res.t, res.p
+    if np.isnan(out[0]).all():
+        log.warning("the Welch t-test needs at least 2 checkpoints at cliffs and 2 elsewhere (with a finite change); it is NaN")
+    return tuple(out)
 
 
 def dive_table(ds: xr.Dataset) -> str:

@@ -1,280 +1,35 @@
-"""Policy-Hessian curvature (methods.md §5, seed 004): HVP operator, Lanczos, Hutchinson, SLQ.
+"""Policy-Hessian curvature (methods.md §5, seed 004): extreme eigenpairs, trace and spectral density.
 
-Read top to bottom: a **fixed** batch of N episodes is sampled once → :class:`PolicyHessian`, a
-symmetric linear operator on that batch (the Hessian is never formed) →
-:func:`lanczos` (scipy ``eigsh``, seeded ``v0``) for the extreme eigenpairs, :func:`hutchinson`
-for the trace, :func:`slq` for the spectral density → :class:`CurvatureResult`.
-
-The estimator, averaged over episodes (the reference summed, defect 5):
-
-    H·v = (1/N) Σ_τ [ g_τ (g_τ·v) A_τ + A_τ ∇_θ(g_τ·v) ],  g_τ = Σ_t ∇ log π(a_t|s_t),  A_τ = R(τ) − b
-
-with b the batch's mean return (a constant baseline keeps it unbiased: E[g gᵀ + ∇² log P] = 0).
-The first term is ``Jᵀ diag(A) J v`` with J the per-episode score Jacobian (a ``jvp`` then a
-``vjp``); the second is the Hessian-vector product of ``Σ_τ A_τ log P_τ`` (forward-over-reverse).
-Both come from one batched forward over every step of every episode.
+Read top to bottom: a **fixed** batch of N episodes is sampled once, from the *direction* episode
+stream (independent of the episodes that later evaluate along the eigenvectors) →
+:class:`~rlscape.core.pg.PolicyHessian`, a symmetric linear operator on that batch (the Hessian is
+never formed; averaged over episodes, leave-one-out baseline, so unbiased) →
+:func:`~rlscape.core.linalg.lanczos` (LA and SA, seeded ``v0``),
+:func:`~rlscape.core.linalg.hutchinson` for the trace, :func:`~rlscape.core.linalg.slq` for the
+spectral density → :class:`CurvatureResult` → eigenvectors as direction files and a Dataset.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from torch.func import grad, jvp, vjp
 
-from rlscape.analyses.gradient import FlatPolicy, Trajectories, batch_tensors, check_stochastic
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import episode_seeds
+from rlscape.core.kinds import kind_attrs
+from rlscape.core.linalg import EigResult, SpectralDensity, hutchinson, lanczos, slq
+from rlscape.core.pg import FlatPolicy, PolicyHessian, torch_threads
 from rlscape.core.policy import Agent
+from rlscape.core.trajectories import Trajectories, check_stochastic, collect, stream_seeds
 
 log = logging.getLogger(__name__)
-
-CONVERGENCE_RTOL = 1e-3  # an eigenpair counts as converged when ‖Hv − λv‖ ≤ rtol · max|λ|
-
-
-class LinearOp(Protocol):
-    """What the algorithms need: ``size`` and ``matvec`` on float64 vectors (counted in ``n_products``)."""
-
-    size: int
-    n_products: int
-
-    def matvec(self, v: np.ndarray) -> np.ndarray: ...
-
-
-class MatrixOperator:
-    """A dense symmetric matrix as a :class:`LinearOp` (for tests and small problems)."""
-
-    def __init__(self, matrix: np.ndarray) -> None:
-        self.matrix = np.asarray(matrix, np.float64)
-        self.size = int(self.matrix.shape[0])
-        self.n_products = 0
-
-    def matvec(self, v: np.ndarray) -> np.ndarray:
-        self.n_products += 1
-        return self.matrix @ np.asarray(v, np.float64).reshape(-1)
-
-
-_JACOBIAN_LIMIT = 50_000_000  # N·P above which the per-episode score matrix is not kept in memory
-
-
-def _per_episode_scores(log_p: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, n: int, steps: int) -> torch.Tensor:
-    """J (N, P): row τ = g_τ = ∇_θ log P(τ). Reverse mode (one vjp per episode) when N ≤ P, forward
-    mode (one jvp per parameter) otherwise; vmapped in chunks so memory stays ~chunk × steps."""
-    P = theta.numel()
-    chunk = max(1, min(max(n, P), _CHUNK_ELEMENTS // max(steps, 1)))
-    if n <= P:
-        _, pullback = vjp(log_p, theta)
-        rows = [torch.vmap(pullback)(torch.eye(n, dtype=theta.dtype)[i : i + chunk])[0] for i in range(0, n, chunk)]
-        return torch.cat(rows)
-    cols = [torch.vmap(lambda t: jvp(log_p, (theta,), (t,))[1])(torch.eye(P, dtype=theta.dtype)[i : i + chunk]) for i in range(0, P, chunk)]
-    return torch.cat(cols).T.contiguous()
-
-
-_CHUNK_ELEMENTS = 2_000_000  # vmap chunk × packed steps
-
-
-class PolicyHessian:
-    """The policy-Hessian operator on one fixed batch of trajectories (methods.md §5).
-
-    ``matvec(v)`` takes and returns float64 vectors of the selected parameters in
-    :class:`~rlscape.analyses.gradient.FlatPolicy` order. The same batch is used for every
-    product, so the operator is one symmetric matrix (up to rounding).
-    """
-
-    def __init__(self, agent: Agent, traj: Trajectories, *, which: str = "actor", baseline: str = "mean",
-                 dtype: torch.dtype | None = None) -> None:
-        check_stochastic(agent, "the policy Hessian", update_hint=False)
-        if baseline not in ("mean", "none"):
-            raise RlscapeError(f"the policy Hessian takes a constant baseline: --baseline mean or none, not {baseline!r}")
-        self.flat = FlatPolicy(agent, which, dtype)
-        self.traj, self.baseline = traj, baseline
-        self.size = self.flat.size
-        self.n_products = 0
-        self.seconds = 0.0
-        self.N = traj.n_episodes
-        dtype = self.flat.dtype
-        obs, actions, ep = batch_tensors(traj, dtype)
-        returns = torch.from_numpy(traj.returns).to(dtype)
-        self.A = returns - returns.mean() if baseline == "mean" else returns
-        fp, N, A = self.flat, self.N, self.A
-
-        def log_p(theta: torch.Tensor) -> torch.Tensor:  # (N,) log P(τ) up to θ-free terms
-            lp = fp.step_log_probs(theta, obs, actions)
-            return torch.zeros(N, dtype=lp.dtype).index_add(0, ep, lp)
-
-        def weighted(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            lpe = log_p(theta)
-            return (A * lpe).sum(), lpe
-
-        self._grad_s = grad(weighted, has_aux=True)  # θ ↦ (Σ A_τ g_τ, log P)
-        self.mode = "autograd" if N * self.size <= _JACOBIAN_LIMIT else "functorch"
-        if self.mode == "autograd":
-            # built once on the fixed batch: the per-episode scores J (N, P) and the graph of Σ A_τ g_τ,
-            # so each product is J-matvecs plus one backward through that graph
-            theta = fp.theta.clone().requires_grad_(True)
-            lpe = log_p(theta)
-            (self._gs,) = torch.autograd.grad((A * lpe).sum(), theta, create_graph=True)
-            self._theta = theta
-            self._J = _per_episode_scores(log_p, fp.theta, N, int(obs.shape[0])).detach()
-        else:  # forward-over-reverse per product; memory O(P), not O(N·P)
-            _, self._vjp = vjp(log_p, fp.theta)
-
-    def gradient(self) -> np.ndarray:
-        """The score-function gradient with the same baseline: ``(1/N) Σ_τ A_τ g_τ`` (whole-episode returns)."""
-        g, _ = self._grad_s(self.flat.theta)
-        return (g / self.N).double().numpy()
-
-    def matvec(self, v: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        vt = torch.as_tensor(np.asarray(v, np.float64).reshape(-1), dtype=self.flat.dtype)
-        if self.mode == "autograd":
-            h1v = self._J.T @ (self.A * (self._J @ vt))
-            (h2v,) = torch.autograd.grad(self._gs, self._theta, grad_outputs=vt, retain_graph=True)
-        else:
-            _, (h2v, jv) = jvp(self._grad_s, (self.flat.theta,), (vt,))
-            (h1v,) = self._vjp(self.A * jv)
-        self.n_products += 1
-        self.seconds += time.perf_counter() - t0
-        return ((h1v + h2v) / self.N).double().numpy()
-
-
-# -- eigenpairs ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EigResult:
-    """Eigenpairs from Lanczos with their diagnostics. Shapes: values (k,), vectors (P, k)."""
-
-    values: np.ndarray
-    vectors: np.ndarray
-    residuals: np.ndarray  # ‖H v − λ v‖ per pair
-    converged: np.ndarray  # bool per pair
-    n_products: int  # HVPs used by eigsh (the residual checks are not counted)
-    which: str
-
-
-def lanczos(op: LinearOp, k: int = 1, which: str = "LA", *, seed: int = 0, tol: float = 1e-6, maxiter: int | None = None,
-            ncv: int | None = None) -> EigResult:
-    """The ``k`` largest (``which='LA'``) or smallest (``'SA'``) eigenpairs of a symmetric operator.
-
-    Implicitly restarted Lanczos (scipy ``eigsh`` / ARPACK) from the seeded start vector
-    ``v0 = N(0, I)`` of ``default_rng(seed)``. Values are sorted from the extreme inwards
-    (LA: descending, SA: ascending). Pairs ARPACK did not converge come back NaN-free if it
-    returned them, flagged by ``converged``.
-    """
-    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
-
-    if which not in ("LA", "SA"):
-        raise RlscapeError(f"which must be 'LA' or 'SA', not {which!r}")
-    n = int(op.size)
-    if k < 1 or k >= n:
-        raise RlscapeError(f"--k must be between 1 and {n - 1} (the policy has {n} parameters), not {k}")
-    v0 = np.random.default_rng(seed).standard_normal(n)
-    start = op.n_products
-    lin = LinearOperator((n, n), matvec=op.matvec, dtype=np.float64)
-    try:
-        vals, vecs = eigsh(lin, k=k, which=which, v0=v0, tol=tol, maxiter=maxiter, ncv=ncv)
-    except ArpackNoConvergence as exc:
-        log.warning("Lanczos (%s) did not converge within maxiter; keeping the %d pairs it found", which, len(exc.eigenvalues))
-        vals, vecs = exc.eigenvalues, exc.eigenvectors
-    except ArpackError as exc:
-        raise RlscapeError(f"Lanczos ({which}) failed: {exc}; try another --seed or more --episodes") from None
-    used = op.n_products - start
-    order = np.argsort(-vals if which == "LA" else vals)
-    vals, vecs = np.asarray(vals)[order], np.asarray(vecs)[:, order]
-    res = np.array([np.linalg.norm(op.matvec(vecs[:, i]) - vals[i] * vecs[:, i]) for i in range(len(vals))])
-    scale = max(float(np.max(np.abs(vals))) if len(vals) else 0.0, 1e-300)
-    conv = res <= CONVERGENCE_RTOL * scale
-    if len(vals) < k:  # pad what ARPACK did not return
-        pad = k - len(vals)
-        vals = np.concatenate([vals, np.full(pad, np.nan)])
-        vecs = np.concatenate([vecs, np.full((n, pad), np.nan)], axis=1)
-        res = np.concatenate([res, np.full(pad, np.nan)])
-        conv = np.concatenate([conv, np.zeros(pad, bool)])
-    return EigResult(vals, vecs, res, conv, used, which)
-
-
-# -- trace and density -----------------------------------------------------------------------------
-
-def hutchinson(op: LinearOp, n_vectors: int = 20, *, seed: int = 0) -> tuple[float, float]:
-    """Hutchinson's estimate of tr(H) with Rademacher vectors: (mean of zᵀHz, its standard error)."""
-    if n_vectors < 2:
-        raise RlscapeError(f"--trace-vectors must be at least 2, not {n_vectors}")
-    rng = np.random.default_rng([seed, 0x7A])
-    samples = np.empty(n_vectors)
-    for i in range(n_vectors):
-        z = rng.choice([-1.0, 1.0], size=op.size)
-        samples[i] = float(z @ op.matvec(z))
-    return float(samples.mean()), float(samples.std(ddof=1) / math.sqrt(n_vectors))
-
-
-@dataclass(frozen=True)
-class SpectralDensity:
-    """Stochastic Lanczos quadrature: per start vector, Gauss nodes and weights (each row sums to 1).
-
-    ``nodes`` and ``weights`` have shape (n_vectors, steps); unused slots (early breakdown) have
-    weight 0. The density is ``(1/n_vectors) Σ_v Σ_j w_vj δ(λ − θ_vj)``.
-    """
-
-    nodes: np.ndarray
-    weights: np.ndarray
-
-    def smoothed(self, grid: np.ndarray, width: float) -> np.ndarray:
-        """The density convolved with a Gaussian of std ``width`` on ``grid`` (integrates to ≈1)."""
-        g = np.asarray(grid, np.float64)[:, None, None]
-        k = np.exp(-0.5 * ((g - self.nodes[None]) / width) ** 2) / (width * math.sqrt(2 * math.pi))
-        return (k * self.weights[None]).sum(axis=(1, 2)) / self.nodes.shape[0]
-
-
-def lanczos_tridiagonal(op: LinearOp, v: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """``steps`` Lanczos steps from ``v`` with full reorthogonalisation: (α (m,), β (m−1,)), m ≤ steps."""
-    n = op.size
-    m = min(steps, n)
-    Q = np.zeros((m, n))
-    alpha, beta = [], []
-    q = v / np.linalg.norm(v)
-    for j in range(m):
-        Q[j] = q
-        w = op.matvec(q)
-        a = float(q @ w)
-        alpha.append(a)
-        w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # full reorthogonalisation (twice is enough)
-        w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
-        b = float(np.linalg.norm(w))
-        if j == m - 1 or b <= 1e-10 * max(abs(a), 1e-300):
-            break
-        beta.append(b)
-        q = w / b
-    return np.array(alpha), np.array(beta)
-
-
-def slq(op: LinearOp, n_vectors: int = 4, steps: int = 30, *, seed: int = 0) -> SpectralDensity:
-    """Spectral density by stochastic Lanczos quadrature (Rademacher start vectors, seeded).
-
-    For each start vector: ``steps`` Lanczos steps → tridiagonal T → ``eigh(T)``; nodes are its
-    eigenvalues, weights the squared first components of its eigenvectors.
-    """
-    from scipy.linalg import eigh_tridiagonal
-
-    rng = np.random.default_rng([seed, 0x51])
-    m = min(steps, op.size)
-    nodes = np.zeros((n_vectors, m))
-    weights = np.zeros((n_vectors, m))
-    for i in range(n_vectors):
-        a, b = lanczos_tridiagonal(op, rng.choice([-1.0, 1.0], size=op.size), m)
-        theta, U = eigh_tridiagonal(a, b) if len(a) > 1 else (a.copy(), np.ones((1, 1)))
-        nodes[i, : len(theta)] = theta
-        weights[i, : len(theta)] = U[0] ** 2
-        nodes[i, len(theta) :] = theta[-1]
-    return SpectralDensity(nodes, weights)
-
 
 # -- the analysis ----------------------------------------------------------------------------------
 
@@ -370,7 +125,7 @@ _DESCRIPTIONS = {
     "trace": "Hutchinson estimate of tr(H)",
     "trace_se": "standard error of the Hutchinson trace",
     "return_mean": "mean return of the fixed batch",
-    "grad_norm": "‖g‖ of the score-function gradient on the same batch (whole-episode returns, mean baseline)",
+    "grad_norm": "‖g‖ of the score-function gradient on the same batch (whole-episode returns, leave-one-out mean baseline)",
     "train_return": "mean of the recent training returns at the checkpoint",
 }
 
@@ -411,12 +166,10 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
     Writes ``results.zarr`` and the eigenvectors as direction files ``eig_max_<i>.npz`` /
     ``eig_min_<i>.npz`` (unit norm) in ``directions/`` (``steps/<step>/directions/`` for a run).
     """
-    from rlscape.analyses.gradient import (
-        collect,
+    from rlscape.analyses.gradient import (  # run drivers (lead's rewrite)
         prepare_run,
         step_dir,
         targets,
-        torch_threads,
         train_curve,
         write_json,
     )
@@ -440,7 +193,7 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
     out = Path(out)
     run = prepare_run(out, spec, overwrite, "curvature.json")
     run.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   seeds={**episode_seeds(seed),
+                   seeds={"direction_episodes": stream_seeds(seed, "direction"),
                           "lanczos_v0": f"default_rng({seed}) (LA), default_rng({seed + 1}) (SA): N(0, I)",
                           "hutchinson": f"default_rng([{seed}, 0x7a]) Rademacher", "slq": f"default_rng([{seed}, 0x51]) Rademacher"})
     rows, steps = [], []
@@ -459,7 +212,7 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
                 bar.update(1)
             continue
         agent = first if step == todo[0][0] else load_checkpoint(path, env_id, algo=algo)
-        traj = collect(agent, episodes, seed, progress=progress and len(todo) == 1)
+        traj = collect(agent, episodes, seed, stream="direction", progress=progress and len(todo) == 1)
         t0 = time.perf_counter()
         with torch_threads(P):
             res, op = curvature(agent, traj, k=k, seed=seed, which=which, tol=tol, maxiter=maxiter, trace_vectors=trace_vectors,
@@ -472,6 +225,7 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
                 Direction(op.flat.to_named(eig.vectors[:, i]), {
                     "kind": "hessian_eigenvector", "which": eig.which, "rank": i + 1, "eigenvalue": float(eig.values[i]),
                     "residual": float(eig.residuals[i]), "converged": bool(eig.converged[i]), "episodes": episodes, "seed": seed,
+                    "episode_stream": traj.stream, "episode_seeds": stream_seeds(seed, traj.stream),
                     "params": which, "scale": "unit", "checkpoint": str(Path(path).resolve()), "step": step,
                     "label": f"Hessian eigenvector λ_{tag}{'' if i == 0 else f'#{i + 1}'} = {eig.values[i]:.3g}",
                 }).save(here / "directions" / f"eig_{tag}_{i + 1}.npz")
@@ -487,8 +241,8 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
             bar.update(1)
     if bar is not None:
         bar.close()
-    attrs = {"kind": "hessian", "env_id": first.env.env_id, "algo": first.algo, "source": str(Path(source).resolve()), "params": which,
-             "episodes": episodes, "k": k, "seed": seed, "n_parameters": P, "baseline": "mean return of the batch (constant)",
+    attrs = {**kind_attrs("hessian"), "env_id": first.env.env_id, "algo": first.algo, "source": str(Path(source).resolve()), "params": which,
+             "episodes": episodes, "k": k, "seed": seed, "n_parameters": P, "baseline": "leave-one-out mean return (constant, unbiased)",
              "average": "mean over episodes", "over_training": int(todo[0][0] is not None)}
     ds = curvature_dataset(rows, steps if todo[0][0] is not None else None, attrs)
     run.write_dataset(ds)

@@ -31,6 +31,7 @@ from rlscape.analyses.surface import build_dataset, evaluate_surface, prepare_su
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, over_checkpoints
 from rlscape.core.params import check_finite
 from rlscape.core.policy import load_checkpoint
@@ -237,7 +238,7 @@ def curve_dataset(spec: CurveSpec, steps: list[int], results: list[tuple[dict[st
     facts = [f for _, f in results]
     ev = spec.evaluation
     attrs: dict[str, Any] = {
-        "kind": "curve", "env_id": facts[0]["env_id"], "algo": facts[0]["algo"], "training_run": spec.run,
+        **kind_attrs("curve"), "env_id": facts[0]["env_id"], "algo": facts[0]["algo"], "training_run": spec.run,
         "checkpoints": spec.checkpoints, "seed": ev.seed, "deterministic": int(ev.deterministic),
         "episodes": ev.episodes or 0, "steps": ev.steps or 0, "gamma": facts[0]["gamma"],
         "has_critic": int(all(f["has_critic"] for f in facts)),

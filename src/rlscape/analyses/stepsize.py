@@ -30,11 +30,12 @@ import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from rlscape.analyses.surface import make_directions
+from rlscape.analyses.surface import direction_episode_seeds, make_directions
 from rlscape.core.directions import DIRECTION_STREAM, Direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run, over_checkpoints
 from rlscape.core.params import check_finite
 from rlscape.core.policy import Agent, load_checkpoint
@@ -317,7 +318,7 @@ def search_step_size(run: Run | None, spec: StepSizeSpec, agent: Agent, theta0: 
         run.dir.save_direction("dir1", d, theta0)
         run.record(env=agent.env.describe(), algo=agent.algo, parameter_names=list(theta0),
                    seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, 0])",
-                          **episode_seeds(spec.evaluation.seed)})
+                          **episode_seeds(spec.evaluation.seed), **direction_episode_seeds([d])})
     cache = _Cache(run.path / _EVALS if run is not None else None)
     ev = spec.evaluation
     budget = Budget(episodes=ev.episodes, steps=ev.steps)
@@ -353,7 +354,7 @@ def search_step_size(run: Run | None, spec: StepSizeSpec, agent: Agent, theta0: 
             bar.close()
     wall = time.perf_counter() - t0
     attrs: dict[str, Any] = {
-        "kind": "stepsize", "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
+        **kind_attrs("stepsize"), "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
         "params": spec.params, "normalization": spec.normalization, "bias": spec.bias, "seed": ev.seed,
         "deterministic": int(ev.deterministic), "episodes": ev.episodes or 0, "steps": ev.steps or 0, "gamma": agent.gamma,
         "direction_kind": "difference" if interpolate else str(d.meta.get("kind")), "direction_label": d.label(),
@@ -484,7 +485,7 @@ def combine_over_training(per_step: list[tuple[int, xr.Dataset]], run_dir: Path 
     keep = ("env_id", "algo", "params", "normalization", "bias", "seed", "deterministic", "episodes", "steps", "gamma",
             "direction_kind", "direction_label", "tolerance", "lo", "hi", "rel_precision", "criterion")
     attrs = {k: first[k] for k in keep if k in first}
-    attrs["kind"] = "stepsize-over-training"
+    attrs.update(kind_attrs("stepsize-over-training"))
     if run_dir is not None:
         attrs["run"] = str(run_dir.resolve())
     ds = xr.Dataset(data, coords={"step": ("step", steps), "evaluation": ("evaluation", np.arange(K))}, attrs=attrs)

@@ -21,6 +21,7 @@ from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, differe
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
@@ -58,7 +59,9 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
             if spec.params == "critic":
                 raise RlscapeError("a gradient direction moves the actor; use --params actor or all with --dir1 gradient")
             log.info("estimating the policy gradient from %d episodes …", spec.gradient_episodes)
-            out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params).direction())
+            # from the direction episode stream: the evaluation along it then measures the slope out-of-sample
+            out.append(estimate_gradient(agent, episodes=spec.gradient_episodes, seed=spec.evaluation.seed, which=spec.params,
+                                         stream="direction").direction())
         elif is_checkpoint(source):
             if spec.kind != "line":
                 raise RlscapeError("a checkpoint as a plane direction is not supported; use it with `rlscape line --direction`")
@@ -76,6 +79,13 @@ def make_directions(spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarra
     if not interpolate:
         out = [apply_scale(d, spec, theta0, i) for i, d in enumerate(out)]
     return out, interpolate
+
+
+def direction_episode_seeds(dirs: Sequence[Direction]) -> dict[str, Any]:
+    """``{"direction_episodes": …}`` for run.json when a direction was estimated here from episodes
+    (its meta holds ``episode_seeds``), else ``{}``."""
+    found = [d.meta["episode_seeds"] for d in dirs if d.meta.get("episode_seeds")]
+    return {"direction_episodes": found[0]} if found else {}
 
 
 def apply_scale(d: Direction, spec: SurfaceSpec, theta0: Mapping[str, np.ndarray], index: int) -> Direction:
@@ -257,7 +267,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
     names = [f"dir{i + 1}" for i in range(len(dirs))]
 
     attrs: dict[str, Any] = {
-        "kind": spec.kind, "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
+        **kind_attrs(spec.kind), "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
         "params": spec.params, "normalization": spec.normalization, "bias": spec.bias,
         "seed": spec.evaluation.seed, "deterministic": int(spec.evaluation.deterministic),
         "episodes": spec.evaluation.episodes or 0, "steps": spec.evaluation.steps or 0,
@@ -285,7 +295,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
         run.record(
             env=agent.env.describe(), algo=agent.algo, parameter_names=list(theta0),
             seeds={"directions": f"SeedSequence([{spec.evaluation.seed}, {DIRECTION_STREAM:#x}, index]) (index 0 = dir1, 1 = dir2)",
-                   **episode_seeds(spec.evaluation.seed)},
+                   **episode_seeds(spec.evaluation.seed), **direction_episode_seeds(dirs)},
         )
         chunks = run.dir.read_chunks()
 

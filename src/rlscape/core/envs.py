@@ -34,6 +34,25 @@ class ObsNorm:
         return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class RewardNorm:
+    """Frozen reward normalisation (SB3 ``VecNormalize(norm_reward=True)`` statistics).
+
+    Training scaled each reward by the running std of the discounted return: ``clip(r /
+    sqrt(ret_var + epsilon), ±clip)``. Evaluation never applies it (returns are raw); the
+    policy-gradient machinery uses it for rewards "in training units".
+    """
+
+    ret_var: float
+    clip: float
+    epsilon: float
+
+    def __call__(self, rewards: np.ndarray) -> np.ndarray:
+        """Rewards (any shape) → the same shape, float64, in training units."""
+        r = np.asarray(rewards, np.float64)
+        return np.clip(r / np.sqrt(self.ret_var + self.epsilon), -self.clip, self.clip)
+
+
 class _NormalizeObservation(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, norm: ObsNorm) -> None:
         super().__init__(env)
@@ -115,6 +134,7 @@ class EnvSpec:
     frame_stack: int = 1
     channel_first: bool = False
     obs_norm: ObsNorm | None = None
+    reward_norm: RewardNorm | None = None  # training's reward scaling; never applied by make/make_vec
 
     def make(self) -> gym.Env:
         """Build the env; unknown ids become a one-line :class:`RlscapeError`."""

@@ -33,15 +33,27 @@ _STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
 
 
-def episode_seeds(seed: int) -> dict[str, str]:
-    """How episode ``e``'s reset seed and action noise derive from ``seed`` (recorded in run.json)."""
-    return {"env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
-            "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))"}
+def episode_seeds(seed: int, stream: int | None = None) -> dict[str, str]:
+    """How episode ``e``'s reset seed and action noise derive from ``seed`` (recorded in run.json).
+
+    ``stream`` None: the evaluation episodes; a tag (e.g.
+    :data:`rlscape.core.trajectories.DIRECTION_EPISODES_STREAM`): an independent set of episodes.
+    """
+    pre = f"{seed}, " if stream is None else f"{seed}, {stream:#x}, "
+    return {"env_reset": f"SeedSequence([{pre}{RESET_STREAM:#x}, episode]).generate_state(1)[0]",
+            "action_noise": f"PCG64(SeedSequence([{pre}{NOISE_STREAM:#x}, episode]))"}
 
 
-def reset_seed(seed: int, episode: int) -> int:
-    """The env reset seed of episode ``episode`` (the same at every point: common random numbers)."""
-    return int(np.random.SeedSequence([int(seed), RESET_STREAM, int(episode)]).generate_state(1)[0])
+def _key(seed: int, stream: int | None, tag: int, episode: int) -> list[int]:
+    return [int(seed), tag, int(episode)] if stream is None else [int(seed), int(stream), tag, int(episode)]
+
+
+def reset_seed(seed: int, episode: int, stream: int | None = None) -> int:
+    """The env reset seed of episode ``episode`` (the same at every point: common random numbers).
+
+    ``stream`` None: the evaluation episodes; another tag gives an independent set of episodes.
+    """
+    return int(np.random.SeedSequence(_key(seed, stream, RESET_STREAM, episode)).generate_state(1)[0])
 
 
 class Cancelled(Exception):
@@ -72,12 +84,18 @@ class BlockResult:
     env_steps: int
 
 
-class _NoiseTable:
-    """Action noise of the episodes of one rectangle: ``table[j, t]`` is step ``t`` of episode ``ids[j]``."""
+class NoiseTable:
+    """Action noise of the episodes of one rectangle: ``at(t)[j]`` (shape (W,)) is step ``t`` of episode ``ids[j]``.
 
-    def __init__(self, seed: int, episode_ids: Sequence[int], width: int, kind: str) -> None:
+    ``width`` W and ``kind`` (``"normal"`` or ``"uniform"``) come from :func:`noise_spec`; ``stream``
+    as in :func:`reset_seed`. Each episode's noise is its own stream, drawn in fixed blocks, so it
+    never depends on which episodes share the table.
+    """
+
+    def __init__(self, seed: int, episode_ids: Sequence[int], width: int, kind: str, stream: int | None = None) -> None:
         self.kind, self.width = kind, width
-        self.rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), NOISE_STREAM, int(e)]))) for e in episode_ids]
+        self.rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(_key(seed, stream, NOISE_STREAM, e))))
+                     for e in episode_ids]
         self.table = np.zeros((len(self.rngs), 0, width), np.float32)
 
     def at(self, t: int) -> np.ndarray:
@@ -91,7 +109,9 @@ class _NoiseTable:
         return self.table[:, t]
 
 
-def _noise_spec(agent: Agent) -> tuple[int, str]:
+def noise_spec(agent: Agent) -> tuple[int, str]:
+    """(width W, kind) of the per-step action noise a stochastic agent draws: Gumbel-max uniforms
+    (W = number of actions), Gaussian normals (W = action dim), or DQN's ε-greedy pair."""
     space = agent.action_space
     if agent.kind == CATEGORICAL:
         return int(space.n), "uniform"  # Gumbel-max
@@ -165,7 +185,7 @@ class PopulationEvaluator:
         self.seed, self.deterministic = int(seed), bool(deterministic)
         self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
         self.venv = agent.env.make_vec(generic=generic)
-        self.width, self.noise_kind = _noise_spec(agent)
+        self.width, self.noise_kind = noise_spec(agent)
         # SB3 MLP heads: batched matmuls; else vmap, or a per-point loop for CNN heads (core/forward.py)
         self._forward = fast_mlp_forward(agent.head) or make_forward(agent.head)
 
@@ -256,7 +276,7 @@ class PopulationEvaluator:
         seeds = [reset_seed(self.seed, e) for e in episode_ids]
         # our own C-ordered copy: batched matmuls round by memory layout, and the env keeps its arrays
         obs = np.array(self.venv.reset([seeds[i % Ew] for i in range(n)]), order="C")
-        noise = _NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.width and not self.deterministic else None
+        noise = NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.width and not self.deterministic else None
         gamma = agent.gamma
         live = np.ones(n, bool)
         ret = np.zeros(n)

@@ -7,26 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .figure import save_figure, subplots
 
 _DPI = 130
-
-
-def _save(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for fmt in formats:
-        f = out / f"{stem}.{fmt}"
-        fig.savefig(f, dpi=_DPI)
-        files.append(f)
-    plt.close(fig)
-    return files
 
 
 def _subtitle(ds: xr.Dataset) -> str:
@@ -46,7 +33,7 @@ def stepsize_figure(ds: xr.Dataset) -> Figure:
     mean = np.asarray(ds["return_mean"].values, float)
     sem = np.asarray(ds["return_sem"].values, float)
     pos = alpha > 0
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    fig, ax = subplots(figsize=(7.5, 4.6), layout="constrained")
     kept = mean >= a["threshold"]
     ax.errorbar(alpha[pos], mean[pos], yerr=np.nan_to_num(sem[pos]), fmt="none", ecolor="0.6", lw=0.8, zorder=1)
     ax.scatter(alpha[pos & kept], mean[pos & kept], s=16, color="C0", label="kept (J ≥ threshold)", zorder=2)
@@ -78,7 +65,7 @@ def stepsize_training_figure(ds: xr.Dataset) -> Figure:
     sem = np.nan_to_num(np.asarray(ds["j0_sem"].values, float))
     alpha = np.asarray(ds["alpha_star"].values, float)
     status = np.asarray(ds["status"].values).astype(str)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     ax1.fill_between(step, j0 - sem, j0 + sem, color="C0", alpha=0.25, lw=0)
     ax1.plot(step, j0, "o-", color="C0", ms=4)
     ax1.set_xlabel("training step")
@@ -114,8 +101,8 @@ def cliffs_figure(line: xr.Dataset, labels: xr.Dataset) -> Figure:
     alpha = np.asarray(line["alpha"].values, float)
     steps = np.asarray(line["step"].values)
     cliff = np.asarray(labels["cliff"].sel(step=steps).values, bool)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    cmap = plt.get_cmap("Blues")
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    cmap = matplotlib.colormaps.get_cmap("Blues")
     first_non_cliff = True
     for i, s in enumerate(steps):
         y = np.asarray(mean.sel(step=s).values, float)
@@ -153,10 +140,55 @@ def cliffs_figure(line: xr.Dataset, labels: xr.Dataset) -> Figure:
 def plot_stepsize(ds: xr.Dataset, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """``stepsize.<fmt>`` (one checkpoint) or ``stepsize_training.<fmt>`` (over training)."""
     if ds.attrs.get("kind") == "stepsize-over-training":
-        return _save(stepsize_training_figure(ds), out_dir, "stepsize_training", formats)
-    return _save(stepsize_figure(ds), out_dir, "stepsize", formats)
+        return save_figure(stepsize_training_figure(ds), out_dir, "stepsize_training", formats, dpi=_DPI)
+    return save_figure(stepsize_figure(ds), out_dir, "stepsize", formats, dpi=_DPI)
 
 
 def plot_cliffs(line: xr.Dataset, labels: xr.Dataset, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """``cliffs.<fmt>``: the line over training coloured by cliff label."""
-    return _save(cliffs_figure(line, labels), out_dir, "cliffs", formats)
+    return save_figure(cliffs_figure(line, labels), out_dir, "cliffs", formats, dpi=_DPI)
+
+
+def cliff_dive_figure(ds: xr.Dataset) -> Figure:
+    """Change of the return after one update, per checkpoint, one panel per algorithm.
+
+    ``ds``: the output of :func:`rlscape.analyses.cliffs.cliff_dive`: ``change (step, algo, trial)``,
+    ``cliff (step,)``, the Welch test over ``algo``. Small dots = trials; large = the checkpoint's
+    mean (the unit of the test); dashed lines = the group means.
+    """
+    steps = np.asarray(ds["step"].values)
+    cliff = np.asarray(ds["cliff"].values, bool)
+    algos = [str(a) for a in ds["algo"].values]
+    fig, axes = subplots(1, len(algos), figsize=(5.5 * len(algos), 4.2), layout="constrained", sharey=True, squeeze=False)
+    x = np.arange(len(steps))
+    for ax, algo in zip(axes[0], algos, strict=True):
+        ch = np.asarray(ds["change"].sel(algo=algo).transpose("step", "trial").values, float)
+        per_ckpt = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in ch])
+        for group, colour, name in ((cliff, "C3", "cliff"), (~cliff, "C0", "non-cliff")):
+            if not group.any():
+                continue
+            jitter = np.linspace(-0.15, 0.15, ch.shape[1]) if ch.shape[1] > 1 else np.zeros(1)
+            xs = (x[group, None] + jitter[None, :]).ravel()
+            ax.scatter(xs, ch[group].ravel(), s=10, color=colour, alpha=0.35, lw=0)
+            ax.scatter(x[group], per_ckpt[group], s=55, color=colour, edgecolor="k", lw=0.6, zorder=3,
+                       label=f"{name}: checkpoint mean")
+            m = float(ds[f"mean_change_{'cliff' if name == 'cliff' else 'noncliff'}"].sel(algo=algo))
+            if np.isfinite(m):
+                ax.axhline(m, color=colour, ls="--", lw=1, label=f"{name} mean {m:+.3g}")
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xticks(x, [str(int(s)) for s in steps], rotation=45 if len(steps) > 6 else 0, fontsize=8)
+        ax.set_xlabel("checkpoint (training step)")
+        row = ds.sel(algo=algo)
+        ax.set_title(f"{algo.upper()}: Welch t = {float(row.welch_t):.3g}, p = {float(row.welch_p):.3g} "
+                     f"({int(row.n_cliff)} vs {int(row.n_noncliff)} checkpoints)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[0, 0].set_ylabel("change sign(R0)·(R/R0 − 1) after one update")
+    fig.suptitle(f"Cliff dive: one update from each checkpoint, {ds.attrs.get('trials')} trials, "
+                 f"{ds.attrs.get('episodes')} episodes before/after", fontsize=9, color="0.3")
+    return fig
+
+
+def plot_cliff_dive(ds: xr.Dataset, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """``cliff_dive.<fmt>``: the changes per checkpoint and algorithm, cliffs in red."""
+    return save_figure(cliff_dive_figure(ds), out_dir, "cliff_dive", formats, dpi=_DPI)

@@ -21,21 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib import colors as mcolors
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .static import (  # noqa: E402
+from .figure import check_formats, new_figure, subplots
+from .static import (
     CMAP,
     DPI,
     FIGSIZE,
-    _check_formats,
     _finite_range,
     _levels,
     _save,
@@ -72,7 +68,7 @@ def is_over_training(ds: xr.Dataset) -> bool:
 
 
 def _check(ds: xr.Dataset, kind: str, variable: str, dims: tuple[str, ...]) -> np.ndarray:
-    if ds.attrs.get("kind") != kind or "step" not in ds.dims:
+    if ds.attrs.get("kind") not in (kind, f"{kind}-over-training") or "step" not in ds.dims:
         raise ValueError(f"expected a {kind} over training (attrs kind={kind!r} and a 'step' dim); got kind={ds.attrs.get('kind')!r}, dims {dict(ds.sizes)}")
     if variable not in ds.data_vars:
         raise ValueError(f"variable {variable!r} not in the results; pass variable= one of {sorted(map(str, ds.data_vars))}")
@@ -116,7 +112,7 @@ def curve_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: bo
     """Mean return of θ at each checkpoint vs training step, ±SEM band, episodes as faint dots."""
     mean = _check(ds, "curve", variable, ("step",))
     steps = np.asarray(ds["step"].values, float)
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig, ax = subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     if variable == "return_mean" and "returns" in ds:
         per_ep = np.asarray(ds["returns"].transpose("step", "episode").values, float)
         xs, ys = np.repeat(steps, per_ep.shape[1]), per_ep.ravel()
@@ -162,7 +158,7 @@ def plane_frames(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: bo
     ylabel = wrap_label(_dir_label(ds, "dir2_label", "β", "dir2"), 34)
     for i, step in enumerate(np.asarray(ds["step"].values)):
         zi = z[i]
-        fig = plt.figure(figsize=figsize, dpi=dpi)
+        fig = new_figure(figsize=figsize, dpi=dpi)
         ax = fig.add_subplot(projection="3d", computed_zorder=False)
         surf = ax.plot_surface(xx, yy, np.ma.masked_invalid(zi), cmap=CMAP, norm=norm, rstride=1, cstride=1,
                                linewidth=0.2, edgecolor=(0, 0, 0, 0.25), antialiased=True, zorder=1)
@@ -203,10 +199,7 @@ def write_gif(ds: xr.Dataset, out_dir: str | Path, variable: str = "return_mean"
     out.mkdir(parents=True, exist_ok=True)
     frames = []
     for _, fig in plane_frames(ds, variable, log_scale=log_scale):
-        try:
-            frames.append(_rgb(fig))
-        finally:
-            plt.close(fig)
+        frames.append(_rgb(fig))
     # One palette for all frames (built from every frame, subsampled): a per-frame adaptive palette
     # would give the same return different colours in different frames and band the colour bar.
     sample = np.concatenate([f[::2, ::2] for f in frames], axis=0)
@@ -241,7 +234,7 @@ def planes_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: b
     idx = np.unique(np.linspace(0, len(steps) - 1, min(max_panels, len(steps))).round().astype(int))
     ncol = min(4, len(idx))
     nrow = int(np.ceil(len(idx) / ncol))
-    fig, axs = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 1.0, 2.5 * nrow + 0.9), dpi=DPI, squeeze=False,
+    fig, axs = subplots(nrow, ncol, figsize=(2.6 * ncol + 1.0, 2.5 * nrow + 0.9), dpi=DPI, squeeze=False,
                             sharex=True, sharey=True, layout="constrained")
     mesh = None
     for k, ax in enumerate(axs.flat):
@@ -276,7 +269,7 @@ def line_heatmap_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_sc
     """Heat map of the return along the line (x = α) at each training step (y)."""
     steps, alpha, z = _line_grid(ds, variable)
     norm = shared_norm(z, log_scale)
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig, ax = subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax.set_facecolor("0.85")
     mesh = ax.pcolormesh(alpha, steps, np.ma.masked_invalid(z), shading="nearest", cmap=CMAP, norm=norm)
     marks = (0.0, 1.0) if ds.attrs.get("direction_kind") == "interpolation" else (0.0,)
@@ -295,9 +288,9 @@ def line_heatmap_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_sc
 def lines_3d_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: bool = False) -> Figure:
     """One line per checkpoint in 3-D: x = α, y = training step, z = return (colour = step)."""
     steps, alpha, z = _line_grid(ds, variable)
-    fig = plt.figure(figsize=FIGSIZE, dpi=DPI)
+    fig = new_figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_subplot(projection="3d")
-    cmap = plt.get_cmap("plasma")
+    cmap = matplotlib.colormaps.get_cmap("plasma")
     snorm = mcolors.Normalize(steps.min(), steps.max() if steps.max() > steps.min() else steps.min() + 1)
     for i, s in enumerate(steps):
         ax.plot(alpha, np.full_like(alpha, s), z[i], color=cmap(snorm(s)), lw=1.5)
@@ -324,8 +317,8 @@ def render_over_training(ds: xr.Dataset, out_dir: str | Path, *, gif: bool = Tru
                          formats: Sequence[str] = ("png", "pdf"), variable: str = "return_mean") -> list[Path]:
     """All figures of a curve, planes over training (small multiples, + ``surface.gif`` when ``gif``)
     or lines over training (heat map step × α and 3-D lines)."""
-    fmts = _check_formats(formats)
-    kind = ds.attrs.get("kind")
+    fmts = check_formats(formats)
+    kind = str(ds.attrs.get("kind")).removesuffix("-over-training")
     out = Path(out_dir)
     if kind == "curve":
         _check(ds, "curve", variable, ("step",))  # validate before writing anything

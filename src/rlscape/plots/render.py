@@ -1,22 +1,92 @@
-"""Render every figure of a stored run (dispatch on ``ds.attrs["kind"]``)."""
+"""Render every figure of a stored run: one renderer per result kind.
+
+:mod:`rlscape.core.kinds` says what kinds exist (and refuses unknown ones or newer schema
+versions); :data:`RENDERERS` maps each of those names to the function that draws it. The analysis
+commands and ``rlscape plot DIR`` both go through :func:`render_run`, so a figure drawn when a run
+finishes is the figure ``rlscape plot`` redraws later. Renderers read stored results only.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import xarray as xr
 
+from rlscape.core.errors import RlscapeError
+from rlscape.core.kinds import kind_of
+
+from .cliffs import plot_cliff_dive, plot_cliffs, plot_stepsize
+from .curvature import plot_curvature, plot_gradient
+from .figure import check_formats
 from .interactive import plot_line_html, plot_plane_html
-from .overtrain import is_over_training, render_over_training
+from .overtrain import render_over_training
 from .static import check_run, plot_line, plot_plane
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["render_run", "open_results"]
+__all__ = ["render_run", "open_results", "PlotOptions", "RENDERERS"]
 
-_KINDS = ("plane", "line")
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """What every renderer may use: formats, symlog scale, plotted variable, HTML, GIF, the run folder."""
+
+    formats: tuple[str, ...] = ("png", "pdf")
+    log_scale: bool = False
+    variable: str = "return_mean"
+    html: bool = True
+    gif: bool = False
+    run_dir: Path | None = None
+
+
+Renderer = Callable[[xr.Dataset, Path, PlotOptions], list[Path]]
+
+
+def _plane(ds: xr.Dataset, out: Path, o: PlotOptions) -> list[Path]:
+    check_run(ds, "plane", o.variable)  # before any file is written
+    paths = plot_plane(ds, out, variable=o.variable, log_scale=o.log_scale, formats=o.formats)
+    return paths + ([plot_plane_html(ds, out, variable=o.variable)] if o.html else [])
+
+
+def _line(ds: xr.Dataset, out: Path, o: PlotOptions) -> list[Path]:
+    check_run(ds, "line", o.variable)
+    paths = plot_line(ds, out, variable=o.variable, log_scale=o.log_scale, formats=o.formats)
+    return paths + ([plot_line_html(ds, out, variable=o.variable)] if o.html else [])
+
+
+def _over_training(ds: xr.Dataset, out: Path, o: PlotOptions) -> list[Path]:
+    return render_over_training(ds, out, gif=o.gif, log_scale=o.log_scale, formats=o.formats, variable=o.variable)
+
+
+def _cliffs(ds: xr.Dataset, out: Path, o: PlotOptions) -> list[Path]:
+    from rlscape.core.results import load
+
+    line_run = ds.attrs.get("line_run")
+    if not line_run or not (Path(line_run) / "results.zarr").exists():
+        raise RlscapeError(f"the cliff labels' line run {line_run!r} is not there any more; the figure draws that line, "
+                           "so put it back or relabel with `rlscape cliffs LINE_RUN`")
+    return plot_cliffs(load(line_run), ds, out, formats=o.formats)
+
+
+#: kind name (see :data:`rlscape.core.kinds.KINDS`) → renderer.
+RENDERERS: dict[str, Renderer] = {
+    "plane": _plane,
+    "line": _line,
+    "curve": _over_training,
+    "plane-over-training": _over_training,
+    "line-over-training": _over_training,
+    "gradient": lambda ds, out, o: plot_gradient(ds, out, o.formats, run_dir=o.run_dir),
+    "gradient-over-training": lambda ds, out, o: plot_gradient(ds, out, o.formats),
+    "hessian": lambda ds, out, o: plot_curvature(ds, out, o.formats),
+    "hessian-over-training": lambda ds, out, o: plot_curvature(ds, out, o.formats),
+    "stepsize": lambda ds, out, o: plot_stepsize(ds, out, o.formats),
+    "stepsize-over-training": lambda ds, out, o: plot_stepsize(ds, out, o.formats),
+    "cliffs": _cliffs,
+    "cliff-dive": lambda ds, out, o: plot_cliff_dive(ds, out, o.formats),
+}
 
 
 def open_results(path: str | Path) -> xr.Dataset:
@@ -30,13 +100,13 @@ def open_results(path: str | Path) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Lazily opened dataset (see the data contract in :mod:`rlscape.plots.static`).
+        Lazily opened dataset.
     """
     p = Path(path)
     if (p / "results.zarr").exists():
         p = p / "results.zarr"
     if not p.exists():
-        raise ValueError(f"no results at {p}; pass a run directory containing results.zarr")
+        raise RlscapeError(f"no results at {p}; pass a run directory containing results.zarr")
     return xr.open_zarr(p)
 
 
@@ -49,58 +119,47 @@ def render_run(
     html: bool = True,
     variable: str = "return_mean",
     gif: bool = True,
+    run_dir: str | Path | None = None,
 ) -> list[Path]:
-    """Write all figures of a run.
+    """Write all figures of a run, whatever its kind.
 
     Parameters
     ----------
     ds : xarray.Dataset or str or Path
-        Results dataset, or a run directory / ``results.zarr`` path to open.
-        Plane runs: ``ds[variable]`` dims ``(alpha, beta)`` = ``(g1, g2)``;
-        line runs: ``(alpha,)`` = ``(g,)``.
+        Results dataset, or a run directory / ``results.zarr`` path to open (then also ``run_dir``).
     out_dir : str or Path
         Output directory (created if missing).
     log_scale : bool
-        Symmetric-log ("symlog") colour / y scale for the static figures.
+        Symmetric-log ("symlog") colour / y scale for landscapes.
     formats : sequence of str
         Static figure formats, a subset of ``("png", "pdf", "svg")``.
     html : bool
-        Also write the interactive ``surface.html`` / ``line.html``.
+        Planes and lines: also the interactive ``surface.html`` / ``line.html``.
     variable : str
-        Per-point variable to plot, default ``"return_mean"``.
+        Landscapes: the per-point variable to plot, default ``"return_mean"``.
     gif : bool
-        Planes over training only: also write ``surface.gif`` (see :mod:`rlscape.plots.overtrain`).
+        Planes over training only: also ``surface.gif`` (see :mod:`rlscape.plots.overtrain`).
+    run_dir : str or Path, optional
+        The run directory, for kinds whose figure reads more than ``results.zarr`` (one
+        checkpoint's gradient reads its direction files).
 
     Returns
     -------
     list of Path
-        Plane: ``surface_3d.*``, ``heatmap.*``, ``contour.*`` (+ ``surface.html``);
-        line: ``line.*`` (+ ``line.html``).
+        The files written (see each renderer).
 
     Raises
     ------
-    ValueError
-        Unknown ``attrs["kind"]``, missing ``variable``, or no finite points.
+    RlscapeError
+        Unknown kind, a newer schema version, missing ``variable`` or no finite points.
     """
     if not isinstance(ds, xr.Dataset):
+        if run_dir is None:
+            run_dir = Path(ds).parent if Path(ds).suffix == ".zarr" else Path(ds)
         ds = open_results(ds)
-    if is_over_training(ds):  # a curve, or planes/lines with a leading ``step`` dim
-        return render_over_training(ds, out_dir, gif=gif, log_scale=log_scale, formats=formats, variable=variable)
-    kind = ds.attrs.get("kind")
-    if kind not in _KINDS:
-        raise ValueError(
-            f"unknown run kind {kind!r} in ds.attrs['kind']; the results must set it to "
-            f"one of {_KINDS}"
-        )
-    check_run(ds, kind, variable)  # before any file is written
-    out = Path(out_dir)
-    if kind == "plane":
-        paths = plot_plane(ds, out, variable=variable, log_scale=log_scale, formats=formats)
-        if html:
-            paths.append(plot_plane_html(ds, out, variable=variable))
-    else:
-        paths = plot_line(ds, out, variable=variable, log_scale=log_scale, formats=formats)
-        if html:
-            paths.append(plot_line_html(ds, out, variable=variable))
-    logger.debug("rendered %d file(s) for %s run into %s", len(paths), kind, out)
+    kind = kind_of(ds)
+    opts = PlotOptions(formats=check_formats(formats), log_scale=log_scale, variable=variable, html=html, gif=gif,
+                       run_dir=Path(run_dir) if run_dir is not None else None)
+    paths = RENDERERS[kind.name](ds, Path(out_dir), opts)
+    logger.debug("rendered %d file(s) for a %s run into %s", len(paths), kind.name, out_dir)
     return paths

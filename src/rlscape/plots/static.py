@@ -26,16 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib import colors as mcolors
+from matplotlib import transforms as mtransforms
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
-from matplotlib import transforms as mtransforms  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from .figure import check_formats, new_figure, save_figure, subplots
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +49,6 @@ __all__ = [
 FIGSIZE: tuple[float, float] = (7.0, 5.5)
 DPI: int = 150
 CMAP: str = "viridis"
-SUPPORTED_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -410,30 +407,8 @@ def _mark_origin_2d(ax: Any, alpha: np.ndarray, beta: np.ndarray) -> None:
     )
 
 
-def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(formats, str):
-        formats = (formats,)
-    out = tuple(f.lower().lstrip(".") for f in formats)
-    bad = [f for f in out if f not in SUPPORTED_FORMATS]
-    if bad or not out:
-        raise ValueError(
-            f"unsupported figure format(s) {bad or list(out)}; use formats= a subset of "
-            f"{SUPPORTED_FORMATS}"
-        )
-    return out
-
-
 def _save(fig: Figure, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:
-    paths = []
-    try:
-        for fmt in formats:
-            path = out_dir / f"{stem}.{fmt}"
-            fig.savefig(path, dpi=DPI, bbox_inches="tight")
-            logger.debug("wrote %s", path)
-            paths.append(path)
-    finally:
-        plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, stem, tuple(formats), dpi=DPI, bbox_inches="tight")
 
 
 # ---------------------------------------------------------------------------
@@ -462,7 +437,7 @@ def surface_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: 
     alpha, beta, z = plane_values(ds, variable)
     xx, yy = np.meshgrid(alpha, beta, indexing="xy")  # (g2, g1), like z
     norm = _make_norm(z, log_scale)
-    fig = plt.figure(figsize=FIGSIZE, dpi=DPI)
+    fig = new_figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_subplot(projection="3d", computed_zorder=False)
     surf = ax.plot_surface(
         xx, yy, np.ma.masked_invalid(z), cmap=CMAP, norm=norm, rstride=1, cstride=1,
@@ -523,7 +498,7 @@ def heatmap_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: 
     check_run(ds, "plane", variable)
     alpha, beta, z = plane_values(ds, variable)
     norm = _make_norm(z, log_scale)
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig, ax = subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax.set_facecolor("0.85")  # not-yet-computed cells show as light grey
     mesh = ax.pcolormesh(
         alpha, beta, np.ma.masked_invalid(z), shading="nearest", cmap=CMAP, norm=norm,
@@ -560,7 +535,7 @@ def contour_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: 
     norm = _make_norm(z, log_scale)
     levels = _levels(norm)
     zm = np.ma.masked_invalid(z)
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig, ax = subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax.set_facecolor("0.85")
     filled = ax.contourf(alpha, beta, zm, levels=levels, cmap=CMAP, norm=norm, extend="neither")
     if np.isfinite(z).sum() >= 4 and len(levels) >= 3:
@@ -621,7 +596,7 @@ def plot_plane(
         If ``ds`` is not a plane run, lacks ``variable`` or has no finite points.
     """
     check_run(ds, "plane", variable)
-    fmts = _check_formats(formats)
+    fmts = check_formats(formats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -680,7 +655,7 @@ def line_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: boo
     check_run(ds, "line", variable)
     alpha = np.asarray(ds["alpha"].values, dtype=float)
     mean = np.asarray(ds[variable].values, dtype=float)
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig, ax = subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     all_y = [mean]
     if variable == "return_mean" and "returns" in ds.data_vars and "episode" in ds["returns"].dims:
         per_ep = np.asarray(ds["returns"].transpose("alpha", "episode").values, dtype=float)
@@ -756,7 +731,7 @@ def plot_line(
         If ``ds`` is not a line run, lacks ``variable`` or has no finite points.
     """
     check_run(ds, "line", variable)
-    fmts = _check_formats(formats)
+    fmts = check_formats(formats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return _save(line_figure(ds, variable, log_scale=log_scale), out, "line", fmts)
