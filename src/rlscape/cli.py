@@ -586,10 +586,7 @@ def purd(
         typer.echo(f"pre-update return {float(ds.pre_return):.4g}  " + _summary_line(ds))
     typer.echo(f"results: {out / 'results.zarr'}")
     if plot:
-        from rlscape.plots.purd import plot_purd
-
-        files = plot_purd(ds, out / "plots")
-        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _plot(out, ds)
 
 
 @app.command()
@@ -625,10 +622,7 @@ def interpolate(
                f"CVaR {float(ds['cvar'][0]):.4g} → {float(ds['cvar'][-1]):.4g}")
     typer.echo(f"results: {out / 'results.zarr'}")
     if plot:
-        from rlscape.plots.purd import plot_interpolation
-
-        files = plot_interpolation(ds, out / "plots")
-        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _plot(out, ds)
 
 
 @app.command("cvar-train")
@@ -665,13 +659,13 @@ def cvar_train(
                f"{float(ds.purd_cvar.where(ds.accepted).dropna('proposal')[-1]):.4g}, "
                f"mean {float(ds.purd_mean[0]):.4g} → {float(ds.purd_mean.where(ds.accepted).dropna('proposal')[-1]):.4g}")
     typer.echo(f"results: {out / 'results.zarr'}")
-    if plot:
-        import xarray as xr
-
+    if plot and baseline is None:
+        _plot(out, ds)
+    elif plot:
+        from rlscape.core.results import load
         from rlscape.plots.purd import plot_cvar_train
 
-        runs = [ds] + ([xr.open_zarr(baseline / "results.zarr").load()] if baseline is not None else [])
-        files = plot_cvar_train(runs, out / "plots")
+        files = plot_cvar_train([ds, load(baseline)], out / "plots")  # with the baseline's curves
         typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
 
 

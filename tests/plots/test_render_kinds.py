@@ -43,6 +43,13 @@ RUNS: dict[str, tuple[list[str], list[str]]] = {
     "cliffs": (["cliffs", "{line}", "--out", "{o}", "--min-fall", "0", "--min-range-fraction", "0", "--no-plot"], ["cliffs.png"]),
     "cliff-dive": (["cliff-dive", "{r}", "--out", "{o}", "--cliff", "0,1024", "--non-cliff", "2048", "--trials", "2",
                     "--episodes", "3", "--workers", "1", "--no-plot"], ["cliff_dive.png"]),
+    "purd": (["purd", "{c}", "--out", "{o}", "--updates", "3", "--workers", "1", "--no-plot"], ["purd.png"]),
+    "purd-over-training": (["purd", "{r}", "--out", "{o}", "--checkpoints", "0,2048", "--updates", "3", "--workers", "1", "--no-plot"],
+                           ["purd_over_training.png", "purd_step0000002048.png"]),
+    "interpolation": (["interpolate", "{r}/checkpoints/0000000000", "{r}/checkpoints/0000002048", "--out", "{o}", "--points", "3",
+                       "--samples", "2", "--workers", "1", "--no-plot"], ["interpolation.png"]),
+    "cvar-train": (["cvar-train", "{c}", "--out", "{o}", "--proposals", "1", "--updates", "3", "--workers", "1", "--no-plot"],
+                   ["cvar_train.png"]),
 }
 
 

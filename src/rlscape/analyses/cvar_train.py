@@ -43,6 +43,7 @@ from rlscape.analyses.purd import (
     sample_updates,
 )
 from rlscape.core.errors import RlscapeError
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.policy import Agent
 from rlscape.core.updater import ON_POLICY, Updater, UpdaterState
@@ -250,7 +251,7 @@ def run_algorithm(run: Run | None, spec: CvarTrainSpec, agent: Agent, updater: U
         },
         coords={"proposal": np.arange(K), "update": np.arange(spec.updates)},
     )
-    ds.attrs.update({"kind": "cvar-train", "env_id": agent.env.env_id, "algo": updater.algo, "checkpoint": spec.checkpoint,
+    ds.attrs.update({**kind_attrs("cvar-train"), "env_id": agent.env.env_id, "algo": updater.algo, "checkpoint": spec.checkpoint,
                      "reject": int(spec.reject), "cvar_alpha": spec.alpha, "updates": spec.updates, "seed": spec.seed,
                      "deterministic": int(spec.deterministic), "episodes_per_update": spec.episodes_per_update,
                      "n_accepted": int(d["accepted"][1:].sum()), "wall_time_s": round(time.perf_counter() - t0, 3)})

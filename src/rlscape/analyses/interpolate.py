@@ -25,6 +25,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from rlscape.analyses.purd import PartialResults, eval_seed, evaluate_members, purd_summary, summary_variables
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint
@@ -181,7 +182,7 @@ def build_interpolation_dataset(data: dict[str, np.ndarray], alphas: np.ndarray,
     )
     ds["alpha"].attrs["long_name"] = "α: θ(α) = (1 − α)·θ_A + α·θ_B"
     ds.attrs.update({
-        "kind": "interpolation", "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint_a": spec.checkpoint_a,
+        **kind_attrs("interpolation"), "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint_a": spec.checkpoint_a,
         "checkpoint_b": spec.checkpoint_b, "sigma": spec.sigma, "samples": spec.n_samples, "seed": spec.seed,
         "deterministic": int(spec.deterministic), "episodes": spec.episodes, "cvar_alpha": spec.alpha,
         "ltp_fraction": spec.ltp_fraction, "bins": spec.bins, "distance": distance,

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from rlscape import stats
 from rlscape.analyses.overtrain import combine_steps
 from rlscape.core.errors import RlscapeError
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run, over_checkpoints
 from rlscape.core.policy import CATEGORICAL, QVALUES, Agent, load_checkpoint
 from rlscape.core.runs import checkpoints_label, select_checkpoints
@@ -468,7 +469,7 @@ def build_purd_dataset(data: Mapping[str, np.ndarray], pre: np.ndarray, pre_len:
         coords={"update": np.arange(spec.updates), "episode": np.arange(spec.episodes_per_update)},
     )
     ds.attrs.update({
-        "kind": "purd", "env_id": agent.env.env_id, "algo": updater.algo, "checkpoint": spec.checkpoint,
+        **kind_attrs("purd"), "env_id": agent.env.env_id, "algo": updater.algo, "checkpoint": spec.checkpoint,
         "update_rule": spec.mode, "ppo_update": spec.ppo_update if updater.algo in ON_POLICY else "", "batch_size": spec.batch_size,
         "optimizer": str(updater.info.get("optimizer")), "seed": spec.seed, "deterministic": int(spec.deterministic),
         "init": spec.init, "eval_seed": eval_seed(spec.seed), "episodes_per_update": spec.episodes_per_update,
@@ -507,4 +508,4 @@ def purd_over_training(run_dir: str | Path, template: PurdSpec, out: str | Path,
 def combine_purd(per_step: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
     """Stack single-checkpoint PURDs along a leading ``step`` dim (differing attributes, e.g. the
     checkpoint path, become variables over ``step``)."""
-    return combine_steps(per_step, {"kind": "purd"})
+    return combine_steps(per_step, kind_attrs("purd"))

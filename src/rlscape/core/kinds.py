@@ -126,6 +126,27 @@ def _cliff_dive(ds: xr.Dataset) -> str:
     return "; ".join(parts)
 
 
+def _purd(ds: xr.Dataset) -> str:
+    return (f"post-update mean {_num(ds['mean'])} (before {_num(ds['pre_return'])}), LTP {_num(ds['ltp'])}, "
+            f"CVaR {_num(ds['cvar'])} over {ds.sizes['update']} updates")
+
+
+def _purd_over_training(ds: xr.Dataset) -> str:
+    return f"{ds.sizes['step']} checkpoints; at step {int(ds['step'][-1])}: {_purd(ds.isel(step=-1))}"
+
+
+def _interpolation(ds: xr.Dataset) -> str:
+    m = ds["mean"].values
+    return (f"mean {_num(m[0])} (A) → {_num(m[-1])} (B), lowest {_num(np.nanmin(m))}; "
+            f"{ds.sizes['alpha']} points × {ds.sizes['sample']} perturbations (σ = {_num(ds.attrs.get('sigma', float('nan')))})")
+
+
+def _cvar_train(ds: xr.Dataset) -> str:
+    kept = ds["purd_cvar"].values[ds["accepted"].values.astype(bool)]
+    return (f"{'CVaR rejection' if ds.attrs.get('reject') else 'no rejection'}: accepted {int(ds.attrs.get('n_accepted', 0))} of "
+            f"{ds.sizes['proposal'] - 1}; PURD CVaR {_num(kept[0])} → {_num(kept[-1])}")
+
+
 #: Every kind this rlscape reads, in the order a report lists them.
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("plane", "plane", False, "Return on a plane around a checkpoint", 1, _centre),
@@ -141,6 +162,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("stepsize-over-training", "stepsize-over-training", True, "Step size over training", 1, _stepsize_over_training),
     Kind("cliffs", "cliffs", True, "Cliff labels", 1, _cliffs),
     Kind("cliff-dive", "cliff-dive", True, "Cliff dive: one A2C/PPO update at cliffs and elsewhere", 1, _cliff_dive),
+    Kind("purd", "purd", False, "Post-update return distribution", 1, _purd),
+    Kind("purd-over-training", "purd", True, "Post-update return distributions over training", 1, _purd_over_training),
+    Kind("interpolation", "interpolation", False, "Return distributions between two policies", 1, _interpolation),
+    Kind("cvar-train", "cvar-train", False, "Post-update CVaR rejection (Algorithm 1)", 1, _cvar_train),
 )}
 
 
