@@ -481,7 +481,7 @@ def gradient(
         episodes = 100
     ds = run_gradient(source, out, episodes=episodes, steps=steps, kind=kind, baseline=baseline, gamma=gamma, which=params,
                       seed=seed, n_batches=batches, checkpoints=checkpoints, env_id=env, algo=algo, overwrite=overwrite)
-    where = out / "directions" / "gradient.npz" if "step" not in ds.dims else out / "steps" / "<step>" / "gradient.npz"
+    where = out / "directions" / "gradient.npz" if "step" not in ds.dims else out / "steps" / "<step>" / "directions" / "gradient.npz"
     if "step" not in ds.dims:
         typer.echo(f"‖g‖ = {float(ds.grad_norm):.6g} ± {float(ds.grad_stderr):.3g} (standard error)")
     typer.echo(f"direction: {where}  (use it with --dir1/--direction; results: {out / 'results.zarr'})")

@@ -97,7 +97,7 @@ def test_over_a_training_run_one_result_per_checkpoint(training_run, tmp_path, c
     g = tmp_path / "grad"
     code, _, err = run_cli(["gradient", training_run, "--out", g, "--episodes", "4", "--batches", "2", "--checkpoints", "4096"], capsys)
     assert code == 0, err
-    assert list(xr.open_zarr(g / "results.zarr").step.values) == [4096] and (g / "steps" / "0000004096" / "gradient.npz").is_file()
+    assert list(xr.open_zarr(g / "results.zarr").step.values) == [4096] and (g / "steps" / "0000004096" / "directions" / "gradient.npz").is_file()
     code, _, err = run_cli(["gradient", training_run, "--out", tmp_path / "bad", "--checkpoints", "5"], capsys)
     assert code == 2 and "available steps: 3072, 4096" in err
 

@@ -356,3 +356,14 @@ def test_existing_run_is_never_touched_without_resume(ppo_run):
         train("CartPole-v1", "ppo", steps=PPO_STEPS, save_every=256, out=ppo_run, seed=4, hyperparams=PPO_HP, resume=True,
               progress=False)
     assert {p: p.stat().st_mtime_ns for p in ppo_run.rglob("*")} == before
+
+
+def test_checkpoints_of_the_former_module_path_still_load():
+    """Checkpoints trained before training moved to rlscape.training pickle their schedules under the old path."""
+    import pickle
+
+    from rlscape.training.train import LinearSchedule
+
+    blob = pickle.dumps(LinearSchedule(1e-3)).replace(b"rlscape.training.train", b"rlscape.analyses.train")
+    sched = pickle.loads(blob)
+    assert sched(0.5) == LinearSchedule(1e-3)(0.5)

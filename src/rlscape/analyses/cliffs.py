@@ -144,8 +144,8 @@ def run_cliffs(
     (labels, line, out). The same thresholds rewrite identical labels; other thresholds in an
     existing ``out`` are refused unless ``overwrite``.
     """
+    from rlscape.core.lifecycle import finished_result, open_run
     from rlscape.core.results import load
-    from rlscape.core.store import RunDir, package_versions
 
     line = load(line_run)
     labels = label_cliffs(line, min_relative_fall=min_relative_fall, min_range_fraction=min_range_fraction,
@@ -153,15 +153,13 @@ def run_cliffs(
     out = Path(out) if out is not None else Path(line_run) / CLIFFS_DIR
     spec = {"kind": "cliffs", "line_run": str(Path(line_run).resolve()), "min_relative_fall": float(min_relative_fall),
             "min_range_fraction": float(min_range_fraction), "first_step": first_step, "side": side}
-    same = RunDir(out).read_spec() == spec
-    run = RunDir.prepare(out, spec, overwrite or same)
     labels.attrs["line_run"] = spec["line_run"]
     for key in ("env_id", "algo", "direction_label", "seed", "episodes"):
         if key in line.attrs:
             labels.attrs[key] = line.attrs[key]
-    run.write_dataset(labels)
-    run.update_run(status="complete", versions=package_versions(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   n_cliffs=int(labels["cliff"].sum()), n_checkpoints=int(labels.sizes["step"]))
+    same = finished_result(out, spec) is not None  # the same thresholds: rewrite the identical labels
+    with open_run(out, spec, overwrite=overwrite or same) as run:
+        run.finish(labels, n_cliffs=int(labels["cliff"].sum()), n_checkpoints=int(labels.sizes["step"]))
     return labels, line, out
 
 

@@ -15,19 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import xarray as xr
 
 from rlscape.core.errors import RlscapeError
 from rlscape.core.kinds import kind_attrs
+from rlscape.core.lifecycle import Run
 from rlscape.core.params import NamedArrays
 from rlscape.core.pg import BASELINES, FlatPolicy, GradientEstimate, reinforce, torch_threads
 from rlscape.core.policy import Agent
-from rlscape.core.runs import is_training_run, select_checkpoints
+from rlscape.core.runs import select_checkpoints
 from rlscape.core.trajectories import check_stochastic, collect, collect_steps, stream_seeds
 
 log = logging.getLogger(__name__)
@@ -95,21 +94,7 @@ def update_step(agent: Agent, checkpoint: str | Path, *, seed: int = 0, which: s
     return GradientEstimate(named(stack.mean(0)), named(stack.std(0, ddof=1) / math.sqrt(B)), B, meta)
 
 
-# -- checkpoints and training runs ------------------------------------------------------------------
-# A minimal private copy of rlscape.core.runs (same semantics) until that module is merged.
-
-def targets(source: str | Path, checkpoints: str | None = None) -> list[tuple[int | None, Path]]:
-    """``[(None, checkpoint)]`` for one checkpoint, or ``[(step, folder), ...]`` for a training run."""
-    path = Path(source)
-    if path.is_dir() and is_training_run(path):
-        found = select_checkpoints(path, checkpoints)
-        if not found:
-            raise RlscapeError(f"{path} is a training run without readable checkpoints (checkpoints/<step>/model.zip)")
-        return [(s, p) for s, p in found]
-    if checkpoints is not None:
-        raise RlscapeError("--checkpoints applies to a training run directory (with checkpoints/); drop it for a single checkpoint")
-    return [(None, path)]
-
+# -- the analysis as the CLI runs it ---------------------------------------------------------------
 
 def train_curve(folder: Path) -> tuple[float, int]:
     """(mean of the recent training returns, episodes so far) from a run checkpoint's checkpoint.json."""
@@ -124,54 +109,19 @@ def train_curve(folder: Path) -> tuple[float, int]:
     return (float(np.mean(recent)) if recent else float("nan")), int(info.get("episodes", 0))
 
 
-def step_dir(out: Path, step: int | None) -> Path:
-    """Where one checkpoint's outputs go: ``OUT`` or ``OUT/steps/<10-digit step>``."""
-    return out if step is None else out / "steps" / f"{step:010d}"
-
-
-def prepare_run(out: Path, spec: dict[str, Any], overwrite: bool, summary_name: str) -> Any:
-    """``RunDir.prepare`` plus: per-checkpoint outputs of another spec (or on ``--overwrite``) are removed,
-    so a resumed run reuses only what this very spec computed."""
-    import shutil
-
-    from rlscape.core.store import RunDir
-
-    old = RunDir(out).read_spec() if Path(out).is_dir() else None
-    run = RunDir.prepare(out, spec, overwrite)
-    if overwrite or old != spec:
-        if (out / "steps").is_dir():
-            shutil.rmtree(out / "steps")
-        (out / summary_name).unlink(missing_ok=True)
-    return run
-
-
-def write_json(path: Path, fields: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dict(fields), indent=2, default=float))
-    tmp.replace(path)
-
-
-def stamp() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-# -- the analysis as the CLI runs it ---------------------------------------------------------------
-
 def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 100, steps: int | None = None, kind: str = "reinforce",
                  baseline: str = "mean", gamma: float = 1.0, which: str = "actor", seed: int = 0, n_batches: int = 10,
                  checkpoints: str | None = None, env_id: str | None = None, algo: str | None = None,
-                 overwrite: bool = False, progress: bool = True) -> Any:
+                 overwrite: bool = False, progress: bool = True) -> xr.Dataset:
     """Gradient (or update-step) directions of a checkpoint or of every checkpoint of a training run.
 
-    Writes ``directions/gradient.npz`` (or ``steps/<step>/gradient.npz`` per checkpoint of a run)
-    and ``results.zarr`` with ``grad_norm``, ``grad_stderr``, ``return_mean`` (dim ``step`` for a run).
-    ``steps`` (instead of ``episodes``) collects episodes until at least that many steps.
+    Writes ``directions/gradient.npz`` (``steps/<step>/directions/gradient.npz`` per checkpoint of a
+    run) and ``results.zarr`` with ``grad_norm``, ``grad_stderr``, ``return_mean`` (dim ``step`` for
+    a run). ``steps`` (instead of ``episodes``) collects episodes until at least that many steps.
     """
-    import xarray as xr
-
+    from rlscape.core.lifecycle import checkpoint_or_run
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.store import package_versions
+    from rlscape.core.runs import over_training
 
     if kind not in KINDS:
         raise RlscapeError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -185,54 +135,41 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
         raise RlscapeError(f"--episodes must be a positive integer, not {episodes}")
     if seed < 0:
         raise RlscapeError(f"--seed must be ≥ 0, not {seed}")
-    todo = targets(source, checkpoints)
-    agents = {}
-    for step, path in todo[:1]:  # check the first before touching --out
-        agents[step] = load_checkpoint(path, env_id, algo=algo)
-        if kind == "reinforce":
-            check_stochastic(agents[step], "the policy gradient")
-        FlatPolicy(agents[step], which)
-    spec = {"analysis": "gradient", "source": str(Path(source).resolve()), "episodes": episodes, "steps": steps, "kind": kind,
+    first = select_checkpoints(source, checkpoints)[0][1] if over_training(source, checkpoints) else Path(source)
+    agent0 = load_checkpoint(first, env_id, algo=algo)  # check the first before touching --out
+    if kind == "reinforce":
+        check_stochastic(agent0, "the policy gradient")
+    FlatPolicy(agent0, which)
+    spec = {"kind": "gradient", "source": str(Path(source).resolve()), "episodes": episodes, "steps": steps, "estimator": kind,
             "baseline": baseline, "gamma": gamma, "params": which, "seed": seed, "n_batches": n_batches,
-            "checkpoints": [s for s, _ in todo] if todo[0][0] is not None else None, "env_id": env_id, "algo": algo}
-    out = Path(out)
-    run = prepare_run(out, spec, overwrite, "gradient.json")
-    run.update_run(status="running", versions=package_versions(), started=stamp(),
-                   seeds={"direction_episodes": stream_seeds(seed, "direction"),
-                          "batches": "episodes split in order into n_batches contiguous batches",
-                          "baseline": "mean: leave-one-out mean return of the other episodes of the batch"})
-    rows = []
-    for step, path in todo:
-        here = step_dir(out, step)
-        summary = here / "gradient.json"
-        if summary.is_file() and (here / ("gradient.npz" if step is not None else "directions/gradient.npz")).is_file():
-            rows.append(json.loads(summary.read_text()))
-            continue
-        agent = agents.get(step) or load_checkpoint(path, env_id, algo=algo)
+            "env_id": env_id, "algo": algo}
+    seeds = {"batches": "episodes split in order into n_batches contiguous batches",
+             "baseline": "mean: leave-one-out mean return of the other episodes of the batch"}
+    seeds.update({"update": f"SeedSequence([{seed}, {UPDATE_BATCH_STREAM:#x}, batch]) per independent update"} if kind == "update"
+                 else {"direction_episodes": stream_seeds(seed, "direction")})
+    attrs = {**kind_attrs("gradient"), "estimator": kind, "baseline": baseline, "gamma": gamma, "params": which, "seed": seed,
+             "source": str(Path(source).resolve())}
+
+    def compute(step: int | None, path: Path, run: Run) -> xr.Dataset:
+        agent = agent0 if Path(path) == first else load_checkpoint(path, env_id, algo=algo)
         with torch_threads(sum(v.size for v in agent.parameters(which).values())):
             est = _estimate(agent, path, kind, episodes, steps, seed, which, n_batches, baseline, gamma, progress)
         d = est.direction()
         d.meta.update(checkpoint=str(Path(path).resolve()), step=step)
-        d.save(here / "gradient.npz" if step is not None else out / "directions" / "gradient.npz")
-        np.savez(here / ("gradient_se.npz" if step is not None else "directions/gradient_se.npz"), **est.se)
+        run.dir.save_direction("gradient", d, agent.parameters(which), replace=True)
+        np.savez(run.path / "directions" / "gradient_se.npz", **est.se)  # type: ignore[arg-type]
         tr, tr_eps = train_curve(Path(path))
-        row = {"step": -1 if step is None else step, "grad_norm": est.norm, "grad_stderr": est.stderr,
+        row = {"grad_norm": est.norm, "grad_stderr": est.stderr,
                "return_mean": float(est.meta.get("return_mean", float("nan"))), "episodes": int(est.meta.get("episodes", 0)),
                "env_steps": int(est.meta.get("steps", 0)), "n_batches": est.n_batches, "train_return": tr, "train_episodes": tr_eps}
-        write_json(summary, row)
-        rows.append(row)
         log.info("%s: ‖g‖ = %.4g ± %.2g (stderr)", f"step {step}" if step is not None else Path(path).name, est.norm, est.stderr)
-    ds = xr.Dataset({k: ("step", np.array([r[k] for r in rows])) for k in rows[0] if k != "step"},
-                    coords={"step": np.array([r["step"] for r in rows], np.int64)})
-    ds["grad_norm"].attrs["long_name"] = "‖g‖ (mean over episodes)"
-    ds["grad_stderr"].attrs["long_name"] = "standard error of g: sqrt(Σ se_i²), se from independent batches"
-    if todo[0][0] is None:
-        ds = ds.isel(step=0, drop=True)
-    ds.attrs.update(**kind_attrs("gradient"), estimator=kind, baseline=baseline, gamma=gamma, params=which, seed=seed,
-                    source=str(Path(source).resolve()), over_training=int(todo[0][0] is not None))
-    run.write_dataset(ds)
-    run.update_run(status="complete", finished=stamp())
-    return ds
+        ds = xr.Dataset({k: ((), np.asarray(v)) for k, v in row.items()}, attrs=attrs)
+        ds["grad_norm"].attrs["long_name"] = "‖g‖ (mean over episodes)"
+        ds["grad_stderr"].attrs["long_name"] = "standard error of g: sqrt(Σ se_i²), se from independent batches"
+        return ds
+
+    return checkpoint_or_run(source, out, spec, compute, checkpoints=checkpoints, overwrite=overwrite, progress=progress,
+                             record={"seeds": seeds})
 
 
 def _estimate(agent: Agent, path: Path, kind: str, episodes: int | None, steps: int | None, seed: int, which: str,

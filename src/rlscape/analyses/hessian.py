@@ -11,7 +11,6 @@ spectral density → :class:`CurvatureResult` → eigenvectors as direction file
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -166,85 +165,60 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
     Writes ``results.zarr`` and the eigenvectors as direction files ``eig_max_<i>.npz`` /
     ``eig_min_<i>.npz`` (unit norm) in ``directions/`` (``steps/<step>/directions/`` for a run).
     """
-    from rlscape.analyses.gradient import (  # run drivers (lead's rewrite)
-        prepare_run,
-        step_dir,
-        targets,
-        train_curve,
-        write_json,
-    )
+    from rlscape.analyses.gradient import train_curve
     from rlscape.core.directions import Direction
+    from rlscape.core.lifecycle import Run, checkpoint_or_run
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.store import package_versions
+    from rlscape.core.runs import over_training, select_checkpoints
 
     if episodes < 2:
         raise RlscapeError(f"--episodes must be at least 2 (the mean baseline needs a batch), not {episodes}")
     if seed < 0:
         raise RlscapeError(f"--seed must be ≥ 0, not {seed}")
-    todo = targets(source, checkpoints)
-    first = load_checkpoint(todo[0][1], env_id, algo=algo)
+    many = over_training(source, checkpoints)
+    first_path = select_checkpoints(source, checkpoints)[0][1] if many else Path(source)
+    first = load_checkpoint(first_path, env_id, algo=algo)
     check_stochastic(first, "the policy Hessian", update_hint=False)
     P = FlatPolicy(first, which).size
     if k < 1 or k >= P:
         raise RlscapeError(f"--k must be between 1 and {P - 1} (the policy has {P} parameters), not {k}")
-    spec = {"analysis": "hessian", "source": str(Path(source).resolve()), "episodes": episodes, "k": k, "seed": seed, "params": which,
+    spec = {"kind": "hessian", "source": str(Path(source).resolve()), "episodes": episodes, "k": k, "seed": seed, "params": which,
             "tol": tol, "maxiter": maxiter, "trace_vectors": trace_vectors, "slq_vectors": slq_vectors, "slq_steps": slq_steps,
-            "checkpoints": [s for s, _ in todo] if todo[0][0] is not None else None, "env_id": env_id, "algo": algo}
-    out = Path(out)
-    run = prepare_run(out, spec, overwrite, "curvature.json")
-    run.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   seeds={"direction_episodes": stream_seeds(seed, "direction"),
-                          "lanczos_v0": f"default_rng({seed}) (LA), default_rng({seed + 1}) (SA): N(0, I)",
-                          "hutchinson": f"default_rng([{seed}, 0x7a]) Rademacher", "slq": f"default_rng([{seed}, 0x51]) Rademacher"})
-    rows, steps = [], []
-    bar = None
-    if progress and len(todo) > 1:
-        from tqdm.auto import tqdm
+            "env_id": env_id, "algo": algo}
+    seeds = {"direction_episodes": stream_seeds(seed, "direction"),
+             "lanczos_v0": f"default_rng({seed}) (LA), default_rng({seed + 1}) (SA): N(0, I)",
+             "hutchinson": f"default_rng([{seed}, 0x7a]) Rademacher", "slq": f"default_rng([{seed}, 0x51]) Rademacher"}
+    attrs = {**kind_attrs("hessian"), "env_id": first.env.env_id, "algo": first.algo, "source": str(Path(source).resolve()), "params": which,
+             "episodes": episodes, "k": k, "seed": seed, "n_parameters": P, "baseline": "leave-one-out mean return (constant, unbiased)",
+             "average": "mean over episodes", "over_training": int(many)}
+    chatty = progress and not many
 
-        bar = tqdm(total=len(todo), unit="ckpt", desc="checkpoints", dynamic_ncols=True)
-    for step, path in todo:
-        here = step_dir(out, step)
-        summary = here / "curvature.json"
-        if summary.is_file():
-            rows.append(json.loads(summary.read_text()))
-            steps.append(step)
-            if bar is not None:
-                bar.update(1)
-            continue
-        agent = first if step == todo[0][0] else load_checkpoint(path, env_id, algo=algo)
-        traj = collect(agent, episodes, seed, stream="direction", progress=progress and len(todo) == 1)
+    def compute(step: int | None, path: Path, run: Run) -> Any:
+        agent = first if Path(path) == first_path else load_checkpoint(path, env_id, algo=algo)
+        traj = collect(agent, episodes, seed, stream="direction", progress=chatty)
         t0 = time.perf_counter()
         with torch_threads(P):
             res, op = curvature(agent, traj, k=k, seed=seed, which=which, tol=tol, maxiter=maxiter, trace_vectors=trace_vectors,
                                 slq_vectors=slq_vectors, slq_steps=slq_steps,
-                                on_stage=lambda s: log.info("%s …", s) if progress and len(todo) == 1 else None)
+                                on_stage=lambda s: log.info("%s …", s) if chatty else None)
+        theta = agent.parameters(which)
         for tag, eig in (("max", res.top), ("min", res.bottom)):
             for i in range(k):
                 if not np.all(np.isfinite(eig.vectors[:, i])):
                     continue
-                Direction(op.flat.to_named(eig.vectors[:, i]), {
+                run.dir.save_direction(f"eig_{tag}_{i + 1}", Direction(op.flat.to_named(eig.vectors[:, i]), {
                     "kind": "hessian_eigenvector", "which": eig.which, "rank": i + 1, "eigenvalue": float(eig.values[i]),
                     "residual": float(eig.residuals[i]), "converged": bool(eig.converged[i]), "episodes": episodes, "seed": seed,
                     "episode_stream": traj.stream, "episode_seeds": stream_seeds(seed, traj.stream),
                     "params": which, "scale": "unit", "checkpoint": str(Path(path).resolve()), "step": step,
                     "label": f"Hessian eigenvector λ_{tag}{'' if i == 0 else f'#{i + 1}'} = {eig.values[i]:.3g}",
-                }).save(here / "directions" / f"eig_{tag}_{i + 1}.npz")
+                }), theta, replace=True)
         row = _row(res)
         row["train_return"] = train_curve(Path(path))[0]
         row["wall_s"] = time.perf_counter() - t0
-        write_json(summary, row)
-        rows.append(row)
-        steps.append(step)
         log.info("%sλ_max = %.4g, λ_min = %.4g, ratio %.3g; %d HVPs at %.1f/s", f"step {step}: " if step is not None else "",
                  res.lambda_max, res.lambda_min, res.ratio, res.n_products, row["hvp_per_s"])
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    attrs = {**kind_attrs("hessian"), "env_id": first.env.env_id, "algo": first.algo, "source": str(Path(source).resolve()), "params": which,
-             "episodes": episodes, "k": k, "seed": seed, "n_parameters": P, "baseline": "leave-one-out mean return (constant, unbiased)",
-             "average": "mean over episodes", "over_training": int(todo[0][0] is not None)}
-    ds = curvature_dataset(rows, steps if todo[0][0] is not None else None, attrs)
-    run.write_dataset(ds)
-    run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return ds
+        return curvature_dataset([row], None, attrs)
+
+    return checkpoint_or_run(source, out, spec, compute, checkpoints=checkpoints, overwrite=overwrite, progress=progress,
+                             record={"seeds": seeds})

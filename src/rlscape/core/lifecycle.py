@@ -314,3 +314,48 @@ def _parallel(todo: list[tuple[int, Path, Mapping[str, Any]]], out: str | Path, 
                 finished(futures[fut], fut.result())  # a worker's exception surfaces here
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def checkpoint_or_run(
+    source: str | Path,
+    out: str | Path,
+    spec: Mapping[str, Any],
+    compute: Callable[[int | None, Path, Run], xr.Dataset],
+    *,
+    checkpoints: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    record: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """One analysis of a checkpoint, or of each checkpoint of a training run (``--checkpoints``).
+
+    A single checkpoint: ``compute(None, source, run)`` inside ``open_run(out, spec)``. A training
+    run: :func:`over_checkpoints`, each checkpoint a sub-run whose spec is ``spec`` with its
+    ``checkpoint`` and ``step``; the datasets gain a leading ``step`` dim and are concatenated.
+    """
+    from rlscape.core.runs import checkpoints_label, over_training, select_checkpoints
+
+    if not over_training(source, checkpoints):
+        with open_run(out, spec, overwrite=overwrite) as run:
+            if record:
+                run.record(**record)
+            ds = compute(None, Path(source), run)
+            run.finish(ds)
+        return ds
+    selected = select_checkpoints(source, checkpoints)
+    base = dict(spec, checkpoints=checkpoints_label(checkpoints))
+
+    def sub_spec(step: int, folder: Path) -> dict[str, Any]:
+        return {**{k: v for k, v in base.items() if k != "checkpoints"}, "checkpoint": str(Path(folder).resolve()), "step": int(step)}
+
+    def one(step: int, folder: Path, run: Run) -> xr.Dataset:
+        return compute(step, folder, run).expand_dims(step=[int(step)])
+
+    def combine(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
+        out_ds = xr.concat([d for _, d in done], dim="step", join="outer", combine_attrs="drop_conflicts")
+        out_ds["step"].attrs["long_name"] = "training step of the checkpoint"
+        out_ds.attrs["over_training"] = 1
+        return out_ds
+
+    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=one, combine=combine, overwrite=overwrite,
+                            progress=progress, record={"training_run": str(Path(source).resolve()), **dict(record or {})})

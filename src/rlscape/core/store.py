@@ -154,12 +154,13 @@ class RunDir:
         atomic_write_text(self.path / RUN_FILE, json.dumps(info, indent=2, sort_keys=True, default=str))
 
     # -- chunks -----------------------------------------------------------------------------------
-    def save_direction(self, name: str, direction: Direction, theta0: NamedArrays) -> None:
+    def save_direction(self, name: str, direction: Direction, theta0: NamedArrays, replace: bool = False) -> None:
         """Store ``directions/<name>.npz``; refuse if the run already holds a different one (a resume
-        must continue with the directions its finished chunks were computed with)."""
+        must continue with the directions its finished chunks were computed with) unless ``replace``
+        (the direction is the run's result, recomputed in full)."""
         path = self.path / DIRECTIONS / f"{name}.npz"
         path.parent.mkdir(exist_ok=True)
-        if path.is_file():
+        if path.is_file() and not replace:
             saved = load_direction(path, theta0)
             if any(not np.array_equal(saved.values[n], direction.values[n]) for n in theta0):
                 raise RlscapeError(f"{path} differs from the direction this run now makes; pass --overwrite to start again")
