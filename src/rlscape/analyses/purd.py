@@ -200,19 +200,61 @@ def churn(before: np.ndarray, after: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(after.astype(np.float64) - before.astype(np.float64), axis=-1)))
 
 
+class ActorSnapshot:
+    """What an off-policy actor-only step changes — the actor's parameters and its optimizer's
+    state (Adam moments, step counts) — copied once and put back in place after every sample.
+
+    :meth:`Updater.step` with ``from_saved=True`` restores the *whole* training state (critic,
+    targets, both optimizers) by deep copies before every sample; for the actor step that is a
+    third of its time and changes nothing else (critic, targets and entropy coefficient are frozen
+    in it), so samples taken with this snapshot are bit-identical (tested against a plain SB3 loop).
+    """
+
+    def __init__(self, updater: Updater) -> None:
+        m = updater.model
+        self.params = [p for p in m.actor.parameters()]
+        self.values = [p.detach().clone() for p in self.params]
+        self.optimizer = m.actor.optimizer
+        self.state = {id(p): {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in self.optimizer.state[p].items()}
+                      for p in self.params if p in self.optimizer.state}
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.params, self.values, strict=True):
+                p.copy_(v)
+                p.grad = None
+            for p in self.params:
+                saved = self.state.get(id(p))
+                if saved is None:
+                    self.optimizer.state.pop(p, None)
+                    continue
+                live = self.optimizer.state[p]
+                for k, v in saved.items():
+                    if isinstance(v, torch.Tensor) and isinstance(live.get(k), torch.Tensor) and live[k].shape == v.shape:
+                        live[k].copy_(v)
+                    else:
+                        live[k] = v.clone() if isinstance(v, torch.Tensor) else v
+
+
 def sample_updates(updater: Updater, indices: Sequence[int], *, seed: int, mode: str, batch_size: int,
                    churn_obs: torch.Tensor, actions0: np.ndarray) -> UpdateSamples:
-    """Updates ``indices`` of a PURD, each from the saved state (independent samples)."""
+    """Updates ``indices`` of a PURD, each from the updater's saved state (independent samples)."""
     deltas: dict[str, list[np.ndarray]] = {n: [] for n in updater.names}
     norms, churns, seeds = [], [], []
+    light = mode == "actor" and updater.algo in ("td3", "ddpg", "sac")
+    if light:
+        updater.restore(updater.saved)
+        snapshot = ActorSnapshot(updater)
     for i in indices:
         s = update_seed(seed, i)
-        res = updater.step(s, mode=mode, batch_size=batch_size, from_saved=True)
+        res = updater.step(s, mode=mode, batch_size=batch_size, from_saved=not light)
         for n in updater.names:
             deltas[n].append(res.delta[n])
         norms.append(res.norm)
         churns.append(churn(actions0, greedy_actions(updater, churn_obs)))
         seeds.append(s)
+        if light:
+            snapshot.restore()
     return UpdateSamples({n: np.stack(v) for n, v in deltas.items()}, np.asarray(norms), np.asarray(churns),
                          np.asarray(seeds, np.int64))
 
