@@ -260,3 +260,20 @@ def test_checkpoint_without_optimizer_state_is_refused(tmp_path):
     ckpt = _save(model, tmp_path / "nobuf", "Pendulum-v1", False)
     with pytest.raises(RlscapeError, match="replay buffer.*rlscape train"):
         purd(PurdSpec(checkpoint=str(ckpt), updates=2), progress=False)
+
+
+@pytest.mark.parametrize(("algo", "ppo_update", "mode"), [
+    ("td3", "minibatch", "actor"), ("sac", "minibatch", "actor"), ("ddpg", "iteration", "actor"), ("dqn", "minibatch", "train"),
+    ("ppo", "minibatch", "actor"), ("ppo", "iteration", "train"), ("a2c", "minibatch", "actor"),
+])
+def test_each_algorithm_samples_with_its_own_rule(algo, ppo_update, mode):
+    """methods.md §8: actor step (off-policy), one minibatch step or one iteration (on-policy), the Q step (DQN)."""
+    assert PurdSpec(checkpoint="x", algo=algo, ppo_update=ppo_update).mode == mode
+
+
+@pytest.mark.parametrize("bad", [{"updates": 1}, {"alpha": 0.0}, {"episodes_per_update": 0}, {"init": "fixedish"}])
+def test_bad_spec_values_are_refused(bad):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        PurdSpec(checkpoint="x", **bad)
