@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import pickle
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlscape.core.envs import EnvSpec, ObsNorm, check_spaces, is_atari
+from rlscape.core.envs import EnvSpec, ObsNorm, check_spaces, is_atari, load_vecnormalize
 from rlscape.core.errors import RlscapeError
 from rlscape.core.params import NamedArrays, check_finite, numpy_params, select_names
 
@@ -276,20 +275,6 @@ def _find_env_file(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def _load_obs_norm(path: Path) -> ObsNorm | None:
-    try:
-        with open(path, "rb") as fh:
-            vn = pickle.load(fh)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
-        raise RlscapeError(f"cannot read VecNormalize statistics {path} ({type(exc).__name__}); pass the vecnormalize.pkl saved with the model") from None
-    if not getattr(vn, "norm_obs", False):
-        return None
-    rms = vn.obs_rms
-    if isinstance(rms, dict):
-        raise RlscapeError("dict observation spaces are not supported yet")
-    return ObsNorm(np.asarray(rms.mean, np.float32), np.asarray(rms.var, np.float32), float(vn.clip_obs), float(vn.epsilon))
-
-
 def resolve_model_zip(checkpoint: str | Path) -> Path:
     """The SB3 ``.zip`` for a checkpoint folder or file, or a clear error."""
     path = Path(checkpoint)
@@ -362,14 +347,15 @@ def load_checkpoint(
     vn_path = Path(vecnormalize) if vecnormalize else folder / "vecnormalize.pkl"
     if vecnormalize and not vn_path.is_file():
         raise RlscapeError(f"--vecnormalize {vn_path} does not exist; give the vecnormalize.pkl saved with the model")
-    obs_norm = _load_obs_norm(vn_path) if vn_path.is_file() else None
+    obs_norm, reward_norm = load_vecnormalize(vn_path) if vn_path.is_file() else (None, None)
 
     obs_space = policy.observation_space
     channel_first, stack = False, int(meta.get("frame_stack", 1))
     if atari and isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 3:
         channel_first = obs_space.shape[0] < obs_space.shape[-1]
         stack = int(meta.get("frame_stack", obs_space.shape[0] if channel_first else obs_space.shape[-1]))
-    spec = EnvSpec(env_id, kwargs, atari=atari, frame_stack=stack, channel_first=channel_first, obs_norm=obs_norm)
+    spec = EnvSpec(env_id, kwargs, atari=atari, frame_stack=stack, channel_first=channel_first, obs_norm=obs_norm,
+                   reward_norm=reward_norm)
     env = spec.make()
     try:
         check_spaces(env, obs_space, policy.action_space, env_id)
