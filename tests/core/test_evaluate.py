@@ -69,20 +69,32 @@ def test_max_envs_and_workers_do_not_change_a_single_number(untrained, algo, env
 
 
 def test_single_output_products_do_not_depend_on_the_batch():
-    """The property the fixed row blocks rely on, checked on this machine's BLAS: with ROWS rows a
-    batched product's row does not depend on the batch count or on its position."""
-    from rlscape.core.evaluate import ROWS
+    """The property the fixed row blocks rely on, checked on this machine's BLAS: at a fixed number of
+    rows a batched product's row does not depend on the batch count or on its position."""
+    from rlscape.core.evaluate import Budget, block_rows
+
+    assert [block_rows(Budget(episodes=e)) for e in (1, 10, 50, 64, 100, 1000)] == [8, 10, 50, 64, 50, 63]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the evaluator computes
+    try:
+        _check_row_invariance()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_row_invariance() -> None:
     from rlscape.core.fastmlp import _batched_linear
 
     g = torch.Generator().manual_seed(0)
-    for n_in, n_out in ((4, 64), (64, 64), (64, 1), (256, 2), (3, 1)):
-        w = torch.randn(40, n_out, n_in, generator=g)
-        x = torch.randn(40, ROWS, n_in, generator=g)
-        ref = _batched_linear(x[:1], w[:1])
-        for count in (2, 4, 8, 17, 40):
-            assert torch.equal(_batched_linear(x[:count], w[:count])[:1], ref), (n_in, n_out, count)
-        shuffled = x[:1, torch.randperm(ROWS, generator=g)]
-        assert torch.equal(_batched_linear(shuffled, w[:1]).sort(1).values, ref.sort(1).values), (n_in, n_out)
+    for rows in (8, 10, 16, 50, 64):
+        for n_in, n_out in ((4, 64), (64, 64), (64, 1), (256, 2), (3, 1)):
+            w = torch.randn(40, n_out, n_in, generator=g)
+            x = torch.randn(40, rows, n_in, generator=g)
+            ref = _batched_linear(x[:1], w[:1])
+            for count in (2, 4, 8, 17, 40):
+                assert torch.equal(_batched_linear(x[:count], w[:count])[:1], ref), (rows, n_in, n_out, count)
+            perm = torch.randperm(rows, generator=g)
+            assert torch.equal(_batched_linear(x[:1, perm], w[:1]), ref[:, perm]), (rows, n_in, n_out)
 
 
 def test_common_random_numbers(cartpole_ppo):

@@ -29,7 +29,24 @@ from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED
 log = logging.getLogger(__name__)
 
 _NOISE_BLOCK = 256  # steps of noise drawn at a time per episode; fixed so streams never depend on it
-ROWS = 8  # episodes per forward block: every batched product the forward pass makes has this many rows
+_MAX_ROWS = 64  # the largest forward block (episodes of one point per batched product)
+
+
+def block_rows(budget: Budget) -> int:
+    """Rows of every batched product in the forward pass: a function of the budget alone.
+
+    BLAS and oneDNN choose their kernel, and so the order of each dot product's sum, from the
+    matrix shapes: a rectangle of 4 episodes and one of 10 rounded the same episode differently
+    (up to 4e-2 on a Pendulum return), so results moved with ``--max-envs``. Every forward call
+    therefore sees blocks of exactly this many episodes of one point (the last one padded). With
+    an episodes budget E the blocks split E evenly (E ≤ 64: one block, no padding when the
+    rectangle holds all E episodes, the usual case); at least 8 rows (BLAS's small-matrix paths);
+    16 for a steps budget, whose rounds hold 4, 8, 16, … episodes.
+    """
+    if budget.episodes is None:
+        return 16
+    e = int(budget.episodes)
+    return max(8, -(-e // -(-e // _MAX_ROWS)))
 _STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
 
@@ -203,9 +220,15 @@ class PopulationEvaluator:
     def evaluate(self, coords: np.ndarray, budget: Budget) -> BlockResult:
         """Evaluate every row of ``coords`` (K, n_dirs) — with ``members``: indices (K,) — under ``budget``."""
         coords = np.asarray(coords, np.int64).reshape(-1) if self.members is not None else np.atleast_2d(np.asarray(coords, np.float64))
-        if budget.episodes is not None:
-            return self._evaluate_episodes(coords, budget.episodes)
-        return self._evaluate_steps(coords, int(budget.steps))
+        self.rows = block_rows(budget)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one thread, as in every worker: BLAS splits work (and sums) by thread count
+        try:
+            if budget.episodes is not None:
+                return self._evaluate_episodes(coords, budget.episodes)
+            return self._evaluate_steps(coords, int(budget.steps))
+        finally:
+            torch.set_num_threads(threads)
 
     def _evaluate_episodes(self, coords: np.ndarray, episodes: int) -> BlockResult:
         K = coords.shape[0]
@@ -266,12 +289,11 @@ class PopulationEvaluator:
         agent = self.agent
         Kw, Ew = coords.shape[0], len(episode_ids)
         n = Kw * Ew
-        # The forward pass sees blocks of exactly ROWS episodes of one point (the last block padded
-        # with zero observations), as ``Kw·nb`` virtual points. BLAS and oneDNN choose their kernel,
-        # and with it the order of each dot product's sum, from the matrix shapes: a rectangle of 4
-        # episodes and one of 10 rounded the same episode differently (4e-2 on a Pendulum return).
-        # With one shape, episode e's numbers never depend on --max-envs, --workers or other points.
-        nb = -(-Ew // ROWS)
+        # The forward pass sees blocks of exactly R = block_rows(budget) episodes of one point (the
+        # last one padded with zero observations) as ``Kw·nb`` virtual points: one shape, so episode
+        # e's numbers never depend on --max-envs, --workers or the other points.
+        R = self.rows
+        nb = -(-Ew // R)
         params = {k: v.repeat_interleave(nb, 0) for k, v in self._stacked(coords).items()}
         seeds = [reset_seed(self.seed, e) for e in episode_ids]
         # our own C-ordered copy: batched matmuls round by memory layout, and the env keeps its arrays
@@ -291,20 +313,22 @@ class PopulationEvaluator:
         prev_term = np.zeros(n, bool)
         t, env_steps = 0, 0
         obs_shape = obs.shape[1:]
-        x_pad = torch.zeros((Kw, nb * ROWS, *obs_shape))
-        wanted = np.zeros((Kw, nb * ROWS), bool)
+        x_pad = torch.zeros((Kw, nb * R, *obs_shape))
+        wanted = np.zeros((Kw, nb * R), bool)
         space = agent.action_space
         box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
         skips_inactive = getattr(self._forward, "skips_inactive", False)
         while True:
             x_pad[:, :Ew] = torch.from_numpy(np.ascontiguousarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
-            x = x_pad.reshape(Kw * nb, ROWS, *obs_shape)
+            x = x_pad.reshape(Kw * nb, R, *obs_shape)
             if skips_inactive:  # forward only the blocks with an env still running or a value still owed
                 wanted[:, :Ew] = (live | pending).reshape(Kw, Ew)
-                out = self._forward(params, x, active=wanted.reshape(Kw * nb, ROWS).any(axis=1))
+                out = self._forward(params, x, active=wanted.reshape(Kw * nb, R).any(axis=1))
             else:
                 out = self._forward(params, x)
-            out = {key: val.reshape(Kw, nb * ROWS, *val.shape[2:])[:, :Ew] for key, val in out.items()}
+            out = {key: val.reshape(Kw, nb * R, *val.shape[2:]) for key, val in out.items()}
+            if nb * R != Ew:
+                out = {key: val[:, :Ew] for key, val in out.items()}
             if critic:
                 v = out["value"].reshape(n).double().numpy()
                 if pending.any():
