@@ -258,3 +258,37 @@ def test_fast_mlp_forward_equals_the_vmap_forward(untrained, algo, env_id, which
     slow = vmap(lambda p, o: functional_call(agent.head, p, (o,)), in_dims=(0, 0))(params, obs)
     got = fast(params, obs)
     assert_within_rounding(agent.head, got, slow, f"{algo} {which}")  # other kernels, other rounding
+
+
+class _PendulumNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.actor = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
+        self.critic = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
+        self.log_std = torch.nn.Parameter(torch.zeros(1))
+
+
+def _pendulum_policy(net, obs):
+    return torch.distributions.Normal(net.actor(obs), net.log_std.exp())
+
+
+def _pendulum_value(net, obs):
+    return net.critic(obs).squeeze(-1)
+
+
+def test_vmap_heads_do_not_depend_on_max_envs_either():
+    """An adapter policy takes the vmap path; a single-output layer under vmap is a batched product
+    whose kernel changes with the number of points per call, so vmap runs groups of a fixed size."""
+    from rlscape.core.policy import Agent
+
+    agent = Agent.from_torch(_PendulumNet(), _pendulum_policy, "Pendulum-v1", value=_pendulum_value)
+    theta = agent.parameters("all")
+    dirs = [random_direction(theta, 0, i).values for i in range(2)]
+    coords = _plane_coords(5, 1.0)
+    runs = []
+    for max_envs in (4, 512):
+        ev = PopulationEvaluator(agent, theta, dirs, seed=3, deterministic=False, max_envs=max_envs)
+        res = ev.evaluate(coords, Budget(episodes=6))
+        runs.append(np.concatenate([res.returns, res.value_sums], axis=1))
+    np.testing.assert_array_equal(runs[0], runs[1])
