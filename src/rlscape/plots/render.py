@@ -23,6 +23,7 @@ from .curvature import plot_curvature, plot_gradient
 from .figure import check_formats
 from .interactive import plot_line_html, plot_plane_html
 from .overtrain import render_over_training
+from .population import plot_population
 from .static import check_run, plot_line, plot_plane
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ RENDERERS: dict[str, Renderer] = {
     "stepsize-over-training": lambda ds, out, o: plot_stepsize(ds, out, o.formats),
     "cliffs": _cliffs,
     "cliff-dive": lambda ds, out, o: plot_cliff_dive(ds, out, o.formats),
+    "population": lambda ds, out, o: plot_population(ds, out, o.formats),
 }
 
 
