@@ -17,7 +17,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Agent", "RlscapeError", "load", "load_checkpoint", "plane", "line", "random_direction", "__version__"]
+__all__ = ["Agent", "RlscapeError", "evaluate_population", "load", "load_checkpoint", "plane", "line", "random_direction",
+           "__version__"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rlscape.core.directions import random_direction
     from rlscape.core.errors import RlscapeError
     from rlscape.core.policy import Agent, load_checkpoint
+    from rlscape.core.population import evaluate_population
     from rlscape.core.results import load
 
 _LAZY = {
@@ -36,6 +38,7 @@ _LAZY = {
     "line": "rlscape.analyses.surface",
     "random_direction": "rlscape.core.directions",
     "load": "rlscape.core.results",
+    "evaluate_population": "rlscape.core.population",
 }
 
 

@@ -229,6 +229,41 @@ def _surface_over_training(spec: Any, out: Path, checkpoints: str | None, overwr
 
 
 @app.command()
+def population(
+    checkpoint: Annotated[Path, typer.Argument(help="Folder with model.zip (+ vecnormalize.pkl, env.json) or an SB3 .zip.")],
+    thetas: Annotated[Path, typer.Option("--thetas", help=".npz of parameter name → array (K, *shape): K explicit parameter vectors.")],
+    out: Out,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    episodes: Episodes = None,
+    steps: Steps = None,
+    seed: Seed = 0,
+    deterministic: Det = False,
+    workers: Workers = None,
+    max_envs: MaxEnvs = None,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Evaluate K explicit parameter vectors (names not given stay at θ0) on common episodes (dims member, episode)."""
+    import numpy as np
+
+    from rlscape.core.policy import load_checkpoint
+    from rlscape.core.population import evaluate_population
+
+    if not thetas.is_file():
+        raise RlscapeError(f"--thetas {thetas} does not exist; give an .npz of parameter name → array (K, *shape)")
+    try:
+        with np.load(thetas, allow_pickle=False) as z:
+            members = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise RlscapeError(f"cannot read --thetas {thetas} ({exc}); give an .npz written by numpy.savez") from None
+    agent = load_checkpoint(checkpoint, env, algo=algo)
+    ds = evaluate_population(agent, members, episodes=episodes, steps=steps, seed=seed, deterministic=deterministic,
+                             workers=workers, out=out, overwrite=overwrite, max_envs=max_envs)
+    _finish(ds, out, plot)
+
+
+@app.command()
 def curve(
     run: Annotated[Path, typer.Argument(help="A training run: DIR/checkpoints/<step>/model.zip (as `rlscape train` writes).")],
     out: Out,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -41,6 +42,7 @@ RUNS: dict[str, tuple[list[str], list[str]]] = {
     "stepsize": (["stepsize", "{c}", "--out", "{o}", *STEP], ["stepsize.png"]),
     "stepsize-over-training": (["stepsize", "{r}", "--out", "{o}", "--checkpoints", "0,2048", *STEP], ["stepsize_training.png"]),
     "cliffs": (["cliffs", "{line}", "--out", "{o}", "--min-fall", "0", "--min-range-fraction", "0", "--no-plot"], ["cliffs.png"]),
+    "population": (["population", "{c}", "--thetas", "{thetas}", "--out", "{o}", *EV], ["population.png"]),
     "cliff-dive": (["cliff-dive", "{r}", "--out", "{o}", "--cliff", "0,1024", "--non-cliff", "2048", "--trials", "2",
                     "--episodes", "3", "--workers", "1", "--no-plot"], ["cliff_dive.png"]),
     "purd": (["purd", "{c}", "--out", "{o}", "--updates", "3", "--workers", "1", "--no-plot"], ["purd.png"]),
@@ -65,10 +67,16 @@ def runs(cartpole_ppo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """One run directory per kind, all written without figures."""
     run = training_runs.tiny_ppo_run(tmp_path_factory)
     root = tmp_path_factory.mktemp("kinds")
+    from rlscape.core.policy import load_checkpoint
+
+    theta = load_checkpoint(cartpole_ppo).parameters("actor")
+    name = next(n for n in theta if theta[n].ndim == 2)  # three members: θ0 and two scalings of one weight
+    np.savez(root / "thetas.npz", **{name: np.stack([theta[name] * s for s in (1.0, 0.5, 0.0)])})
     out = {}
     for kind, (args, _) in RUNS.items():  # line-over-training comes before the cliffs that read it
         out[kind] = root / kind
-        _cli([a.format(c=cartpole_ppo, r=run, o=out[kind], line=out.get("line-over-training")) for a in args])
+        _cli([a.format(c=cartpole_ppo, r=run, o=out[kind], line=out.get("line-over-training"), thetas=root / "thetas.npz")
+              for a in args])
         assert not (out[kind] / "plots").exists(), kind
     return out
 

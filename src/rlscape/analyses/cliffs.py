@@ -251,9 +251,9 @@ def cliff_dive(
     unit (its trials averaged first; :func:`checkpoint_welch`). Returns a Dataset over
     ``step`` × ``algo`` × ``trial`` (× ``episode``); the t-test as variables over ``algo``.
     """
-    from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM, Budget
-    from rlscape.core.execute import evaluate_points
+    from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM
     from rlscape.core.policy import load_checkpoint
+    from rlscape.core.population import evaluate_population
     from rlscape.core.runs import select_checkpoints
     from rlscape.core.store import RunDir, package_versions
 
@@ -303,24 +303,18 @@ def cliff_dive(
                 continue
             agent = load_checkpoint(folder)
             theta0 = agent.parameters("all")
-            deltas = []
+            members = [theta0]  # member 0: θ0; member 1 + a·T + t: θ after update (algo a, trial t)
             for a, algo in enumerate(DIVE_ALGOS):
                 for t in range(T):
                     new = one_update(folder, algo, update_seed(seed, step, t), agent=agent).params
                     d = {n: new[n] - theta0[n] for n in theta0}
                     update_norm[i, a, t] = math.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in d.values()))
-                    deltas.append(d)
+                    members.append({n: new[n] for n in theta0})
                     if bar is not None:
                         bar.update(1)
-            K = len(deltas)
-            coords = np.vstack([np.zeros((1, K)), np.eye(K)])  # point 0: θ0; point k: θ0 + Δ_k
-            got = np.full((K + 1, episodes), np.nan)
-
-            def on_chunk(points: np.ndarray, res: Any, got: np.ndarray = got) -> None:
-                got[points] = res.returns
-
-            evaluate_points(agent, theta0, deltas, coords, np.arange(K + 1), Budget(episodes=episodes), seed=seed,
-                            deterministic=deterministic, workers=workers, on_chunk=on_chunk)
+            thetas = {n: np.stack([m[n] for m in members]) for n in theta0}  # O(K·P), all points in one batched call
+            got = evaluate_population(agent, thetas, episodes=episodes, seed=seed, deterministic=deterministic,
+                                      workers=workers).returns.values
             before[i], after[i] = got[0], got[1:].reshape(A, T, episodes)
             if bar is not None:
                 bar.update(1)

@@ -19,7 +19,7 @@ import xarray as xr
 
 from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, difference, load_direction, random_direction
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
+from rlscape.core.evaluate import BlockResult, Budget, episode_seeds, point_summaries
 from rlscape.core.execute import evaluate_points
 from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
@@ -163,44 +163,8 @@ def build_dataset(spec: SurfaceSpec, ax: list[np.ndarray], merged: dict[str, np.
     dims = ["alpha", "beta"][: len(ax)]
     shape = tuple(len(a) for a in ax)
     E = merged["returns"].shape[1]
-    per_ep = dims + ["episode"]
-
-    def grid(a: np.ndarray) -> np.ndarray:
-        return a.reshape(*shape, *a.shape[1:])
-
-    lengths = merged["lengths"].astype(np.float64)
-    ran = lengths > 0
-    lengths[~ran] = np.nan
-    returns = np.where(ran, merged["returns"], np.nan)
-    disc = np.where(ran, merged["discounted_returns"], np.nan)
-    n = ran.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nansum(returns, axis=1) / n
-        var = np.nansum((returns - mean[:, None]) ** 2, axis=1) / (n - 1)
-        std = np.where(n > 1, np.sqrt(var), np.nan)
-        sem = std / np.sqrt(n)
-        length_mean = np.nansum(lengths, axis=1) / n
-        disc_mean = np.nansum(disc, axis=1) / n
-        steps = np.nansum(lengths, axis=1)
-        value_mean = np.nansum(merged["value_sums"], axis=1) / steps
-        td_mean = np.nansum(merged["td_sq_sums"], axis=1) / steps
-    missing = n == 0
-    for arr in (mean, length_mean, disc_mean, value_mean, td_mean):
-        arr[missing] = np.nan
-    data: dict[str, Any] = {
-        "returns": (per_ep, grid(returns), {"long_name": "episode return (undiscounted, every reward)"}),
-        "lengths": (per_ep, grid(lengths), {"long_name": "episode length (steps)"}),
-        "discounted_returns": (per_ep, grid(disc), {"long_name": f"discounted return, γ = {attrs['gamma']}"}),
-        "return_mean": (dims, grid(mean), {"long_name": "mean return"}),
-        "return_std": (dims, grid(std), {"long_name": "std of returns (ddof=1)"}),
-        "return_sem": (dims, grid(sem), {"long_name": "standard error of the mean return"}),
-        "length_mean": (dims, grid(length_mean), {"long_name": "mean episode length"}),
-        "discounted_return_mean": (dims, grid(disc_mean), {"long_name": "mean discounted return"}),
-        "n_episodes": (dims, grid(n.astype(np.int64)), {"long_name": "episodes evaluated"}),
-    }
-    if attrs.get("has_critic"):
-        data["value_mean"] = (dims, grid(value_mean), {"long_name": "mean V(s_t) over visited states"})
-        data["td_error_mean"] = (dims, grid(td_mean), {"long_name": "mean squared one-step TD error"})
+    data = {name: (dims + ["episode"] if per_ep else dims, a.reshape(*shape, *a.shape[1:]), meta)
+            for name, (per_ep, a, meta) in point_summaries(merged, attrs["gamma"], bool(attrs.get("has_critic"))).items()}
     coords = {d: (d, a) for d, a in zip(dims, ax, strict=True)}
     coords["episode"] = ("episode", np.arange(E))
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
@@ -271,7 +235,8 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
         "params": spec.params, "normalization": spec.normalization, "bias": spec.bias,
         "seed": spec.evaluation.seed, "deterministic": int(spec.evaluation.deterministic),
         "episodes": spec.evaluation.episodes or 0, "steps": spec.evaluation.steps or 0,
-        "gamma": agent.gamma, "has_critic": int(agent.has_value), "n_parameters": int(sum(v.size for v in theta0.values())),
+        "gamma": agent.gamma, "has_critic": int(agent.has_value), "critic_reward_units": agent.env.critic_reward_units(),
+        "n_parameters": int(sum(v.size for v in theta0.values())),
     }
     if spec.kind == "plane":
         for name, d in zip(names, dirs, strict=True):
@@ -317,8 +282,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
             run.write_dataset(build_dataset(spec, ax, merge_chunks(chunks, len(coords)), attrs))
 
     def on_chunk(points: np.ndarray, res: BlockResult) -> None:
-        arrays = {"returns": res.returns, "lengths": res.lengths, "discounted_returns": res.discounted_returns,
-                  "value_sums": res.value_sums, "td_sq_sums": res.td_sq_sums}
+        arrays = res.arrays()
         if run is not None:
             run.dir.write_chunk(points, arrays)
         chunks.append(ChunkData(points, **arrays))

@@ -9,7 +9,9 @@ episode).
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -38,19 +40,38 @@ class ObsNorm:
 class RewardNorm:
     """Frozen reward normalisation (SB3 ``VecNormalize(norm_reward=True)`` statistics).
 
-    Training scaled each reward by the running std of the discounted return: ``clip(r /
-    sqrt(ret_var + epsilon), ±clip)``. Evaluation never applies it (returns are raw); the
-    policy-gradient machinery uses it for rewards "in training units".
+    The critic of such a checkpoint learned values of rewards ``r / sqrt(ret_rms.var + epsilon)``
+    clipped to ``±clip``, cast to float32 (``VecNormalize.normalize_reward``); its TD errors are
+    measured in those units, and the policy-gradient machinery uses them for rewards "in training units".
+    Returns are never normalised.
     """
 
-    ret_var: float
+    var: float
     clip: float
     epsilon: float
 
-    def __call__(self, rewards: np.ndarray) -> np.ndarray:
-        """Rewards (any shape) → the same shape, float64, in training units."""
-        r = np.asarray(rewards, np.float64)
-        return np.clip(r / np.sqrt(self.ret_var + self.epsilon), -self.clip, self.clip)
+    def __call__(self, reward: np.ndarray) -> np.ndarray:
+        r = np.clip(np.asarray(reward, np.float64) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip)
+        return r.astype(np.float32).astype(np.float64)
+
+
+def load_vecnormalize(path: str | Path) -> tuple[ObsNorm | None, RewardNorm | None]:
+    """The frozen observation and reward normalisation of an SB3 ``vecnormalize.pkl`` (None: not used)."""
+    try:
+        with open(path, "rb") as fh:
+            vn = pickle.load(fh)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
+        raise RlscapeError(f"cannot read VecNormalize statistics {path} ({type(exc).__name__}); pass the vecnormalize.pkl saved with the model") from None
+    obs_norm = None
+    if getattr(vn, "norm_obs", False):
+        rms = vn.obs_rms
+        if isinstance(rms, dict):
+            raise RlscapeError("dict observation spaces are not supported yet")
+        obs_norm = ObsNorm(np.asarray(rms.mean, np.float32), np.asarray(rms.var, np.float32), float(vn.clip_obs), float(vn.epsilon))
+    reward_norm = None
+    if getattr(vn, "norm_reward", False):
+        reward_norm = RewardNorm(float(np.asarray(vn.ret_rms.var).reshape(())), float(vn.clip_reward), float(vn.epsilon))
+    return obs_norm, reward_norm
 
 
 class _NormalizeObservation(gym.ObservationWrapper):
@@ -134,7 +155,22 @@ class EnvSpec:
     frame_stack: int = 1
     channel_first: bool = False
     obs_norm: ObsNorm | None = None
-    reward_norm: RewardNorm | None = None  # training's reward scaling; never applied by make/make_vec
+    reward_norm: RewardNorm | None = None  # training normalised rewards (VecNormalize norm_reward)
+
+    def critic_reward(self, reward: np.ndarray) -> np.ndarray:
+        """Raw rewards ``(n,)`` in the units the critic was trained on (methods.md §3): SB3's Atari
+        training clips each reward to its sign (``AtariWrapper(clip_reward=True)``, before any
+        ``VecNormalize``), and a ``VecNormalize(norm_reward=True)`` run scales them (frozen)."""
+        r = np.sign(reward).astype(np.float64) if self.atari else np.asarray(reward, np.float64)
+        return self.reward_norm(r) if self.reward_norm is not None else r
+
+    def critic_reward_units(self) -> str:
+        """How :meth:`critic_reward` transforms rewards, in words (recorded as ``critic_reward_units``)."""
+        steps = (["sign(r) (AtariWrapper clip_reward)"] if self.atari else [])
+        if self.reward_norm is not None:
+            n = self.reward_norm
+            steps.append(f"VecNormalize frozen: r / sqrt({n.var:.6g} + {n.epsilon:g}) clipped to ±{n.clip:g}, float32")
+        return " then ".join(steps) if steps else "raw"
 
     def make(self) -> gym.Env:
         """Build the env; unknown ids become a one-line :class:`RlscapeError`."""

@@ -29,6 +29,24 @@ from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED
 log = logging.getLogger(__name__)
 
 _NOISE_BLOCK = 256  # steps of noise drawn at a time per episode; fixed so streams never depend on it
+_MAX_ROWS = 64  # the largest forward block (episodes of one point per batched product)
+
+
+def block_rows(budget: Budget) -> int:
+    """Rows of every batched product in the forward pass: a function of the budget alone.
+
+    BLAS and oneDNN choose their kernel, and so the order of each dot product's sum, from the
+    matrix shapes: a rectangle of 4 episodes and one of 10 rounded the same episode differently
+    (up to 4e-2 on a Pendulum return), so results moved with ``--max-envs``. Every forward call
+    therefore sees blocks of exactly this many episodes of one point (the last one padded). With
+    an episodes budget E the blocks split E evenly (E ≤ 64: one block, no padding when the
+    rectangle holds all E episodes, the usual case); at least 8 rows (BLAS's small-matrix paths);
+    16 for a steps budget, whose rounds hold 4, 8, 16, … episodes.
+    """
+    if budget.episodes is None:
+        return 16
+    e = int(budget.episodes)
+    return max(8, -(-e // -(-e // _MAX_ROWS)))
 _STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
 
@@ -80,8 +98,13 @@ class BlockResult:
     lengths: np.ndarray  # (K, E) int64
     discounted_returns: np.ndarray  # (K, E) float64
     value_sums: np.ndarray  # (K, E) float64, Σ_t V(s_t); NaN without a critic
-    td_sq_sums: np.ndarray  # (K, E) float64, Σ_t δ_t²; NaN without a critic
+    td_sq_sums: np.ndarray  # (K, E) float64, Σ_t δ_t² with rewards in the critic's units; NaN without a critic
     env_steps: int
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per point × episode arrays by name (as a run directory's chunks store them)."""
+        return {"returns": self.returns, "lengths": self.lengths, "discounted_returns": self.discounted_returns,
+                "value_sums": self.value_sums, "td_sq_sums": self.td_sq_sums}
 
 
 class NoiseTable:
@@ -167,21 +190,26 @@ def _rescale(a: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
 
 
 class PopulationEvaluator:
-    """Evaluates points ``θ_k = base + Σ_j c_kj · d_j`` of one agent; lives in one process.
+    """Evaluates the points of a population of one agent; lives in one process.
 
-    ``base`` and the basis directions hold only the selected (moved) parameters; the others keep
-    the agent's own values. Envs are created once and reused across rectangles.
+    A population is either ``θ_k = base + Σ_j c_kj · d_j`` (planes, lines: the rows handed to
+    :meth:`evaluate` are coordinates ``c_k``), or explicit ``members`` (name → ``(K, *shape)``
+    float32 arrays: the rows are member indices ``k``). ``base`` (and the basis directions, and the
+    members) hold only the selected (moved) parameters; the others keep the agent's own values.
+    Envs are created once and reused across rectangles.
     """
 
-    def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays], *, seed: int,
+    def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays] = (), *, seed: int,
                  deterministic: bool, max_envs: int | None = None,
-                 should_stop: Callable[[], bool] | None = None, generic: bool = False) -> None:
+                 should_stop: Callable[[], bool] | None = None, generic: bool = False,
+                 members: NamedArrays | None = None) -> None:
         agent.check_sampling(deterministic)
         self.should_stop = should_stop
         self.agent = agent
         self.names = list(base)
         self.base = {n: torch.from_numpy(np.ascontiguousarray(base[n])) for n in self.names}
         self.basis = [{n: torch.from_numpy(np.ascontiguousarray(d[n])) for n in self.names} for d in basis]
+        self.members = None if members is None else {n: torch.from_numpy(np.ascontiguousarray(members[n])) for n in self.names}
         self.seed, self.deterministic = int(seed), bool(deterministic)
         self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
         self.venv = agent.env.make_vec(generic=generic)
@@ -192,6 +220,9 @@ class PopulationEvaluator:
     # -- parameters -----------------------------------------------------------------------------
     def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
         """Parameters of the points (elementwise, so each point's values never depend on the batch)."""
+        if self.members is not None:  # rows are member indices
+            index = torch.from_numpy(np.asarray(coords, np.int64).reshape(-1))
+            return {Agent.functional_name(n): self.members[n].index_select(0, index) for n in self.names}
         c = torch.from_numpy(np.asarray(coords, np.float32))
         out = {}
         for n in self.names:
@@ -207,11 +238,17 @@ class PopulationEvaluator:
 
     # -- public -----------------------------------------------------------------------------------
     def evaluate(self, coords: np.ndarray, budget: Budget) -> BlockResult:
-        """Evaluate every row of ``coords`` (K, n_dirs) under ``budget``."""
-        coords = np.atleast_2d(np.asarray(coords, np.float64))
-        if budget.episodes is not None:
-            return self._evaluate_episodes(coords, budget.episodes)
-        return self._evaluate_steps(coords, int(budget.steps))
+        """Evaluate every row of ``coords`` (K, n_dirs) — with ``members``: indices (K,) — under ``budget``."""
+        coords = np.asarray(coords, np.int64).reshape(-1) if self.members is not None else np.atleast_2d(np.asarray(coords, np.float64))
+        self.rows = block_rows(budget)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one thread, as in every worker: BLAS splits work (and sums) by thread count
+        try:
+            if budget.episodes is not None:
+                return self._evaluate_episodes(coords, budget.episodes)
+            return self._evaluate_steps(coords, int(budget.steps))
+        finally:
+            torch.set_num_threads(threads)
 
     def _evaluate_episodes(self, coords: np.ndarray, episodes: int) -> BlockResult:
         K = coords.shape[0]
@@ -272,7 +309,12 @@ class PopulationEvaluator:
         agent = self.agent
         Kw, Ew = coords.shape[0], len(episode_ids)
         n = Kw * Ew
-        params = self._stacked(coords)
+        # The forward pass sees blocks of exactly R = block_rows(budget) episodes of one point (the
+        # last one padded with zero observations) as ``Kw·nb`` virtual points: one shape, so episode
+        # e's numbers never depend on --max-envs, --workers or the other points.
+        R = self.rows
+        nb = -(-Ew // R)
+        params = {k: v.repeat_interleave(nb, 0) for k, v in self._stacked(coords).items()}
         seeds = [reset_seed(self.seed, e) for e in episode_ids]
         # our own C-ordered copy: batched matmuls round by memory layout, and the env keeps its arrays
         obs = np.array(self.venv.reset([seeds[i % Ew] for i in range(n)]), order="C")
@@ -291,15 +333,22 @@ class PopulationEvaluator:
         prev_term = np.zeros(n, bool)
         t, env_steps = 0, 0
         obs_shape = obs.shape[1:]
+        x_pad = torch.zeros((Kw, nb * R, *obs_shape))
+        wanted = np.zeros((Kw, nb * R), bool)
         space = agent.action_space
         box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
         skips_inactive = getattr(self._forward, "skips_inactive", False)
         while True:
-            x = torch.from_numpy(np.ascontiguousarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
-            if skips_inactive:  # forward only the points with an env still running or a value still owed
-                out = self._forward(params, x, active=(live | pending).reshape(Kw, Ew).any(axis=1))
+            x_pad[:, :Ew] = torch.from_numpy(np.ascontiguousarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
+            x = x_pad.reshape(Kw * nb, R, *obs_shape)
+            if skips_inactive:  # forward only the blocks with an env still running or a value still owed
+                wanted[:, :Ew] = (live | pending).reshape(Kw, Ew)
+                out = self._forward(params, x, active=wanted.reshape(Kw * nb, R).any(axis=1))
             else:
                 out = self._forward(params, x)
+            out = {key: val.reshape(Kw, nb * R, *val.shape[2:]) for key, val in out.items()}
+            if nb * R != Ew:
+                out = {key: val[:, :Ew] for key, val in out.items()}
             if critic:
                 v = out["value"].reshape(n).double().numpy()
                 if pending.any():
@@ -320,7 +369,7 @@ class PopulationEvaluator:
             ret[idx] += r
             disc[idx] += gamma**t * r
             length[idx] += 1
-            prev_r[idx] = r
+            prev_r[idx] = agent.env.critic_reward(r) if critic else r  # TD errors in the critic's units
             prev_term[idx] = term
             live[idx[term | trunc]] = False
             env_steps += idx.size
@@ -347,3 +396,47 @@ def _store(res: BlockResult, part: BlockResult, ks: np.ndarray, es: np.ndarray) 
     res.value_sums[ix] = part.value_sums
     res.td_sq_sums[ix] = part.td_sq_sums
     res.env_steps += part.env_steps
+
+
+def point_summaries(merged: Mapping[str, np.ndarray], gamma: float, has_critic: bool) -> dict[str, tuple[bool, np.ndarray, dict[str, str]]]:
+    """Per-episode arrays and per-point summaries of ``N`` points from merged ``(N, E)`` arrays.
+
+    ``merged`` holds ``returns``, ``lengths`` (0 = not run), ``discounted_returns``, ``value_sums``
+    and ``td_sq_sums``. Returns name → (per episode?, array ``(N, E)`` or ``(N,)``, attrs); episodes
+    not run are NaN, and points with none are NaN (``n_episodes`` 0). The value and TD-error means
+    are per visited state (sums over every step of every episode / the number of steps).
+    """
+    lengths = merged["lengths"].astype(np.float64)
+    ran = lengths > 0
+    lengths[~ran] = np.nan
+    returns = np.where(ran, merged["returns"], np.nan)
+    disc = np.where(ran, merged["discounted_returns"], np.nan)
+    n = ran.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(returns, axis=1) / n
+        var = np.nansum((returns - mean[:, None]) ** 2, axis=1) / (n - 1)
+        std = np.where(n > 1, np.sqrt(var), np.nan)
+        sem = std / np.sqrt(n)
+        length_mean = np.nansum(lengths, axis=1) / n
+        disc_mean = np.nansum(disc, axis=1) / n
+        steps = np.nansum(lengths, axis=1)
+        value_mean = np.nansum(merged["value_sums"], axis=1) / steps
+        td_mean = np.nansum(merged["td_sq_sums"], axis=1) / steps
+    missing = n == 0
+    for arr in (mean, length_mean, disc_mean, value_mean, td_mean):
+        arr[missing] = np.nan
+    out = {
+        "returns": (True, returns, {"long_name": "episode return (undiscounted, every reward)"}),
+        "lengths": (True, lengths, {"long_name": "episode length (steps)"}),
+        "discounted_returns": (True, disc, {"long_name": f"discounted return, γ = {gamma}"}),
+        "return_mean": (False, mean, {"long_name": "mean return"}),
+        "return_std": (False, std, {"long_name": "std of returns (ddof=1)"}),
+        "return_sem": (False, sem, {"long_name": "standard error of the mean return"}),
+        "length_mean": (False, length_mean, {"long_name": "mean episode length"}),
+        "discounted_return_mean": (False, disc_mean, {"long_name": "mean discounted return"}),
+        "n_episodes": (False, n.astype(np.int64), {"long_name": "episodes evaluated"}),
+    }
+    if has_critic:
+        out["value_mean"] = (False, value_mean, {"long_name": "mean V(s_t) over visited states"})
+        out["td_error_mean"] = (False, td_mean, {"long_name": "mean squared one-step TD error (rewards in the critic's units)"})
+    return out

@@ -40,8 +40,8 @@ def _init_worker(payload: bytes | tuple[Any, ...], stop: Any) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
-    agent, base, basis, kwargs = pickle.loads(payload) if isinstance(payload, bytes) else payload
-    _WORKER = PopulationEvaluator(agent, base, basis, should_stop=stop.is_set, **kwargs)
+    agent, base, basis, members, kwargs = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    _WORKER = PopulationEvaluator(agent, base, basis, members=members, should_stop=stop.is_set, **kwargs)
 
 
 def _die_with_parent() -> None:
@@ -61,10 +61,10 @@ def process_context() -> Any:
     return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
-def _run_chunk(points: np.ndarray, coords: np.ndarray, budget: Budget) -> tuple[np.ndarray, BlockResult, float]:
+def _run_chunk(points: np.ndarray, rows: np.ndarray, budget: Budget) -> tuple[np.ndarray, BlockResult, float]:
     assert _WORKER is not None
     t0 = time.perf_counter()
-    return points, _WORKER.evaluate(coords, budget), time.perf_counter() - t0
+    return points, _WORKER.evaluate(rows, budget), time.perf_counter() - t0
 
 
 def _stop_pool(pool: ProcessPoolExecutor, stop: Any, grace: float = 20.0) -> None:
@@ -99,7 +99,7 @@ def evaluate_points(
     agent: Agent,
     base: NamedArrays,
     basis: Sequence[NamedArrays],
-    coords: np.ndarray,
+    coords: np.ndarray | None,
     todo: np.ndarray,
     budget: Budget,
     *,
@@ -110,11 +110,15 @@ def evaluate_points(
     generic: bool = False,
     on_chunk: Callable[[np.ndarray, BlockResult], None],
     progress: Callable[[int, int], None] | None = None,
+    members: NamedArrays | None = None,
 ) -> int:
-    """Evaluate ``coords[todo]`` and call ``on_chunk(points, result)`` as each chunk finishes.
+    """Evaluate the points ``todo`` and call ``on_chunk(points, result)`` as each chunk finishes.
 
-    ``coords`` is ``(N, n_dirs)``; ``todo`` the flat indices still to compute. Returns the number
-    of env steps taken. ``workers`` defaults to all cores; 1 runs in this process. ``generic``
+    A point is either ``base + coords[k] · basis`` (``coords`` ``(N, n_dirs)``) or, with
+    ``members`` (name → ``(N, *shape)``, the names of ``base``; ``coords`` None and ``basis``
+    empty), member ``k`` itself. The members go to each worker once, when it starts; tasks carry
+    point indices only, so building and shipping N members costs O(N·P). ``todo`` holds the flat
+    indices still to compute. Returns the number of env steps taken. ``workers`` defaults to all cores; 1 runs in this process. ``generic``
     forces Gymnasium envs where a native batched env exists (the results are the same).
     """
     workers = cpu_count() if workers is None else int(workers)
@@ -128,13 +132,16 @@ def evaluate_points(
     total_steps = 0
     if not chunks:
         return 0
+
+    def rows(pts: np.ndarray) -> np.ndarray:
+        return pts if coords is None else coords[pts]
     if workers == 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the same arithmetic as in worker processes: results never depend on --workers
-        evaluator = PopulationEvaluator(agent, base, basis, **kwargs)
+        evaluator = PopulationEvaluator(agent, base, basis, members=members, **kwargs)
         try:
             for pts in chunks:
-                res = evaluator.evaluate(coords[pts], budget)
+                res = evaluator.evaluate(rows(pts), budget)
                 total_steps += res.env_steps
                 on_chunk(pts, res)
                 if progress:
@@ -145,7 +152,7 @@ def evaluate_points(
         return total_steps
 
     ctx = process_context()
-    payload: bytes | tuple[Any, ...] = (agent, base, basis, kwargs)
+    payload: bytes | tuple[Any, ...] = (agent, base, basis, members, kwargs)
     if ctx.get_start_method() != "fork":
         try:
             payload = pickle.dumps(payload)
@@ -156,7 +163,7 @@ def evaluate_points(
     stop = ctx.Event()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(payload, stop))
     try:
-        futures: set[Future[Any]] = {pool.submit(_run_chunk, pts, coords[pts], budget) for pts in chunks}
+        futures: set[Future[Any]] = {pool.submit(_run_chunk, pts, rows(pts), budget) for pts in chunks}
         while futures:
             finished, futures = wait(futures, return_when=FIRST_COMPLETED)
             for fut in finished:

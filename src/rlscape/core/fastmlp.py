@@ -50,15 +50,29 @@ def _run(chain: Chain, params: dict[str, torch.Tensor], x: torch.Tensor) -> torc
             continue
         prefix, lin = item
         w, b = params.get(prefix + ".weight"), params.get(prefix + ".bias")
-        if w is None:
-            x = torch.nn.functional.linear(x, lin.weight)
-        else:
-            x = torch.bmm(x, w.transpose(1, 2))
+        if w is None:  # shared by all points: a stride-0 view, so the product has the same shape either way
+            w = lin.weight.expand(x.shape[0], *lin.weight.shape)
+        x = _batched_linear(x, w)
         if b is not None:
             x = x + b.unsqueeze(1)
         elif lin.bias is not None:
             x = x + lin.bias
     return x
+
+
+def _batched_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x (K, E, in) @ w (K, out, in)ᵀ``: row ``(k, e)`` rounded the same whatever ``K`` (and, for
+    the evaluator's fixed ``E``, whatever the rest of the batch holds).
+
+    MKL's batched product of a single output column switches kernels with the batch count (from
+    4 matrices on), which changed one-action policies' returns (Pendulum) with ``--max-envs``; a
+    single column is therefore an elementwise product summed over ``in``, a reduction whose order
+    depends on ``in`` alone. Wider outputs keep ``bmm``, whose rows are invariant at a fixed ``E``
+    (``tests/core/test_evaluate.py`` checks both on the machine that runs the tests).
+    """
+    if w.shape[1] == 1:
+        return (x * w).sum(-1, keepdim=True)
+    return torch.bmm(x, w.transpose(1, 2))
 
 
 def _flat_vector_obs(model: nn.Module, extractor: nn.Module) -> bool:

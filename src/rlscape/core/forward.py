@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Forward = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
 STRATEGIES = ("vmap", "loop")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+GROUP = 8  # points per vmap call
 
 
 def choose_strategy(head: nn.Module) -> str:
@@ -107,8 +108,17 @@ class _VmapForward(_PrivateHead):
         self._batched = vmap(single, in_dims=(0, 0))
 
     def __call__(self, params: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs ``(K, E, ...)``, computed in groups of exactly :data:`GROUP` points (the last one
+        padded with copies of its last point): every batched product then has one shape, so a
+        point's rounding never depends on how many points share the call (``--max-envs``)."""
         self.check(params)
-        return self._batched(params, obs)
+        K = obs.shape[0]
+        outs = []
+        for k0 in range(0, K, GROUP):
+            index = torch.clamp(torch.arange(k0, k0 + GROUP), max=K - 1)
+            got = self._batched({n: v.index_select(0, index) for n, v in params.items()}, obs.index_select(0, index))
+            outs.append({key: val[: min(GROUP, K - k0)] for key, val in got.items()})
+        return outs[0] if len(outs) == 1 else {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
 
 
 class _LoopForward(_PrivateHead):

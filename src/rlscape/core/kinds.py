@@ -113,6 +113,12 @@ def _stepsize_over_training(ds: xr.Dataset) -> str:
     return f"{alpha.size} checkpoints; {span} ({found.size} found)"
 
 
+def _population(ds: xr.Dataset) -> str:
+    j = ds["return_mean"].values
+    return (f"{j.size} members: mean return {_num(np.nanmean(j))}, range [{_num(np.nanmin(j))}, {_num(np.nanmax(j))}]"
+            if np.isfinite(j).any() else f"{j.size} members, none evaluated")
+
+
 def _cliffs(ds: xr.Dataset) -> str:
     return f"{int(ds['cliff'].sum())} of {ds.sizes['step']} checkpoints are cliffs"
 
@@ -161,6 +167,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("stepsize", "stepsize", False, "Step-size search", 1, _stepsize),
     Kind("stepsize-over-training", "stepsize-over-training", True, "Step size over training", 1, _stepsize_over_training),
     Kind("cliffs", "cliffs", True, "Cliff labels", 1, _cliffs),
+    Kind("population", "population", False, "Population of parameter vectors", 1, _population),
     Kind("cliff-dive", "cliff-dive", True, "Cliff dive: one A2C/PPO update at cliffs and elsewhere", 1, _cliff_dive),
     Kind("purd", "purd", False, "Post-update return distribution", 1, _purd),
     Kind("purd-over-training", "purd", True, "Post-update return distributions over training", 1, _purd_over_training),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import pickle
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlscape.core.envs import EnvSpec, ObsNorm, RewardNorm, check_spaces, is_atari
+from rlscape.core.envs import EnvSpec, ObsNorm, check_spaces, is_atari, load_vecnormalize
 from rlscape.core.errors import RlscapeError
 from rlscape.core.params import NamedArrays, check_finite, numpy_params, select_names
 
@@ -279,32 +278,6 @@ def _find_env_file(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def _load_obs_norm(path: Path) -> ObsNorm | None:
-    vn = _load_vecnormalize(path)
-    if not getattr(vn, "norm_obs", False):
-        return None
-    rms = vn.obs_rms
-    if isinstance(rms, dict):
-        raise RlscapeError("dict observation spaces are not supported yet")
-    return ObsNorm(np.asarray(rms.mean, np.float32), np.asarray(rms.var, np.float32), float(vn.clip_obs), float(vn.epsilon))
-
-
-def _load_reward_norm(path: Path) -> RewardNorm | None:
-    vn = _load_vecnormalize(path)
-    if not getattr(vn, "norm_reward", False):
-        return None
-    return RewardNorm(float(np.asarray(vn.ret_rms.var).reshape(-1)[0]), float(vn.clip_reward), float(vn.epsilon))
-
-
-def _load_vecnormalize(path: Path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            vn = pickle.load(fh)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
-        raise RlscapeError(f"cannot read VecNormalize statistics {path} ({type(exc).__name__}); pass the vecnormalize.pkl saved with the model") from None
-    return vn
-
-
 def resolve_model_zip(checkpoint: str | Path) -> Path:
     """The SB3 ``.zip`` for a checkpoint folder or file, or a clear error."""
     path = Path(checkpoint)
@@ -377,8 +350,7 @@ def load_checkpoint(
     vn_path = Path(vecnormalize) if vecnormalize else folder / "vecnormalize.pkl"
     if vecnormalize and not vn_path.is_file():
         raise RlscapeError(f"--vecnormalize {vn_path} does not exist; give the vecnormalize.pkl saved with the model")
-    obs_norm = _load_obs_norm(vn_path) if vn_path.is_file() else None
-    reward_norm = _load_reward_norm(vn_path) if vn_path.is_file() else None
+    obs_norm, reward_norm = load_vecnormalize(vn_path) if vn_path.is_file() else (None, None)
 
     obs_space = policy.observation_space
     channel_first, stack = False, int(meta.get("frame_stack", 1))

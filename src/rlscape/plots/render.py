@@ -23,6 +23,7 @@ from .curvature import plot_curvature, plot_gradient
 from .figure import check_formats
 from .interactive import plot_line_html, plot_plane_html
 from .overtrain import render_over_training
+from .population import plot_population
 from .purd import plot_cvar_train, plot_interpolation, plot_purd
 from .static import check_run, plot_line, plot_plane
 
@@ -87,6 +88,7 @@ RENDERERS: dict[str, Renderer] = {
     "stepsize-over-training": lambda ds, out, o: plot_stepsize(ds, out, o.formats),
     "cliffs": _cliffs,
     "cliff-dive": lambda ds, out, o: plot_cliff_dive(ds, out, o.formats),
+    "population": lambda ds, out, o: plot_population(ds, out, o.formats),
     "purd": lambda ds, out, o: plot_purd(ds, out, o.formats),
     "purd-over-training": lambda ds, out, o: plot_purd(ds, out, o.formats),
     "interpolation": lambda ds, out, o: plot_interpolation(ds, out, o.formats),
