@@ -696,7 +696,7 @@ def cvar_train(
     typer.echo(f"results: {out / 'results.zarr'}")
     if plot and baseline is None:
         _plot(out, ds)
-    elif plot:
+    elif plot and baseline is not None:
         from rlscape.core.results import load
         from rlscape.plots.purd import plot_cvar_train
 

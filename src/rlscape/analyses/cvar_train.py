@@ -174,15 +174,16 @@ def run_algorithm(run: Run | None, spec: CvarTrainSpec, agent: Agent, updater: U
         "digest_before": ((K,), "", "<U40"), "digest_after": ((K,), "", "<U40"),
         "purd": ((K, spec.updates), np.nan, np.float64)})
     state_file = run.path / _STATE if run is not None else None
+    resumed: UpdaterState | None = None
     if res.done.any():
         if state_file is None or not state_file.is_file():
             raise RlscapeError(f"{run.path if run else 'the run'} has results but no {_STATE}; rerun with --overwrite")
-        updater.restore(torch.load(state_file, weights_only=False))
+        resumed = torch.load(state_file, weights_only=False)
     if updater.algo in ON_POLICY:  # one rollout of θ for the churn states (not kept)
         updater.step(proposal_seed(spec.seed, 0), mode="actor", batch_size=spec.batch_size, from_saved=True)
         updater.restore(updater.saved)
-        if res.done.any():
-            updater.restore(torch.load(state_file, weights_only=False))
+    if resumed is not None:
+        updater.restore(resumed)
     churn_obs = churn_observations(updater, 256, spec.seed)
     actions0 = greedy_actions(updater, churn_obs)
     if run is not None:

@@ -387,7 +387,7 @@ class PartialResults:
     A stored file of other shapes (another spec) is ignored.
     """
 
-    def __init__(self, path: Path | None, fields: Mapping[str, tuple[tuple[int, ...], float, Any]]) -> None:
+    def __init__(self, path: Path | None, fields: Mapping[str, tuple[tuple[int, ...], Any, Any]]) -> None:
         self.path = path
         self.data = {k: np.full(shape, fill, dtype) for k, (shape, fill, dtype) in fields.items()}
         n = next(iter(fields.values()))[0][0]
@@ -405,7 +405,8 @@ class PartialResults:
         self.done[idx] = True
         if self.path is not None:
             tmp = self.path.with_name(self.path.stem + ".tmp.npz")
-            np.savez(tmp, done=self.done, **self.data)
+            arrays: dict[str, Any] = {"done": self.done, **self.data}
+            np.savez(tmp, **arrays)
             tmp.replace(self.path)
 
 
