@@ -277,3 +277,28 @@ def test_bad_spec_values_are_refused(bad):
 
     with pytest.raises(ValidationError):
         PurdSpec(checkpoint="x", **bad)
+
+
+def test_cvar_train_resumes_after_a_crash_with_the_same_results(td3_ckpts, tmp_path, monkeypatch):
+    """A run killed after proposal 1 resumes from proposals.npz + state.pt and ends exactly as an
+    uninterrupted run (the restored updater state carries the accepted policy and its optimizer)."""
+    import rlscape.analyses.cvar_train as mod
+
+    spec = CvarTrainSpec(checkpoint=str(td3_ckpts[0]), proposals=3, updates=3, bootstrap=10)
+    whole = mod.cvar_train(spec, tmp_path / "whole", workers=1, progress=False)
+    real, calls = mod.current_purd, [0]
+
+    def crash_on_third(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(mod, "current_purd", crash_on_third)
+    with pytest.raises(RuntimeError, match="killed"):
+        mod.cvar_train(spec, tmp_path / "cut", workers=1, progress=False)
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "failed"
+    monkeypatch.setattr(mod, "current_purd", real)
+    resumed = mod.cvar_train(spec, tmp_path / "cut", workers=1, progress=False)
+    for v in ("purd", "accepted", "digest_before", "digest_after", "purd_cvar"):
+        np.testing.assert_array_equal(resumed[v].values, whole[v].values, err_msg=v)
