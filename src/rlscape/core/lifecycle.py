@@ -46,6 +46,13 @@ STEPS = "steps"  # OUT/steps/<10-digit step>/: one ordinary run directory per ch
 #: schema of the results every kind writes; a reader refuses a newer one
 SCHEMA_VERSION = 1
 
+#: version of the evaluator's floating-point arithmetic. Bump it whenever a change to the forward
+#: pass or the env steppers can change a stored number in its last bits: a run computed partly with
+#: another version is not resumed (its finished parts would mix two arithmetics). 2: per-point
+#: forward blocks of a size fixed by the episode budget, one thread (independent of --max-envs and
+#: --workers); 1 (unrecorded): rlscape before that.
+ARITHMETIC_VERSION = 2
+
 _HELD: dict[Path, int] = {}  # run directories this process holds the lock of → nesting depth
 
 
@@ -172,7 +179,12 @@ def open_run(out: str | Path, spec: Mapping[str, Any], *, overwrite: bool = Fals
     try:
         rundir = RunDir.prepare(path, dict(spec), overwrite, owned=tuple(owned))
         previous = rundir.read_run()
+        old_arithmetic = int(previous.get("arithmetic_version", 1)) if previous else ARITHMETIC_VERSION
+        if old_arithmetic != ARITHMETIC_VERSION and rundir.has_results(tuple(owned)):
+            raise RlscapeError(f"{path} was partly computed by an rlscape whose arithmetic differs (version {old_arithmetic}, "
+                               f"now {ARITHMETIC_VERSION}); pass --overwrite to compute it again, or choose another --out")
         rundir.update_run(status="running", kind=spec.get("kind", spec.get("analysis")), schema_version=SCHEMA_VERSION,
+                          arithmetic_version=ARITHMETIC_VERSION,
                           versions=package_versions(), cores=cpu_count(), command=" ".join(sys.argv), started=stamp(),
                           sessions=int(previous.get("sessions", 0)) + 1, error=None)
         run = Run(rundir, spec)
