@@ -613,8 +613,7 @@ def regions(
     if plot:
         from rlscape.plots.regions import plot_regions
 
-        files = plot_regions(ds, out / "plots")
-        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _echo_figures(out, plot_regions(ds, out / "plots"))
 
 
 @app.command("regions-plane")
@@ -646,8 +645,11 @@ def regions_plane(
     if plot:
         from rlscape.plots.regions import plot_regions_plane
 
-        files = plot_regions_plane(ds, out / "plots")
-        typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _echo_figures(out, plot_regions_plane(ds, out / "plots"))
+
+
+def _echo_figures(out: Path, files: list[Path]) -> None:
+    typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
 
 
 if __name__ == "__main__":  # pragma: no cover

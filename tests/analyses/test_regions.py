@@ -96,13 +96,18 @@ def test_identity_and_leaky_relu_are_piecewise_linear_and_tanh_is_refused():
 
 # -- exact vs dense sampling on random networks ----------------------------------------------------------
 
-@pytest.mark.parametrize("sizes", [(2, 8, 8, 3), (5, 16, 16, 16, 2)])
-def test_exact_counts_bound_and_are_reached_by_dense_sampling(sizes):
-    torch.manual_seed(0)
+def _random_relu_net(sizes: tuple[int, ...], seed: int) -> PiecewiseLinear:
+    """Linear–ReLU–…–Linear with the given layer sizes, PyTorch's default initialisation, seeded."""
+    torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()]
-    net = PiecewiseLinear.from_module(nn.Sequential(*layers[:-1]))
+    return PiecewiseLinear.from_module(nn.Sequential(*layers[:-1]))
+
+
+@pytest.mark.parametrize("sizes", [(2, 8, 8, 3), (5, 16, 16, 16, 2)])
+def test_exact_counts_bound_and_are_reached_by_dense_sampling(sizes):
+    net = _random_relu_net(sizes, seed=0)
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(30, sizes[0])) * 2, rng.normal(size=(30, sizes[0])) * 2
     exact = count_segments(net, a, b).regions
@@ -120,8 +125,7 @@ def test_exact_counts_bound_and_are_reached_by_dense_sampling(sizes):
 
 
 def test_counts_do_not_depend_on_chunking():
-    torch.manual_seed(3)
-    net = PiecewiseLinear.from_module(nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1)))
+    net = _random_relu_net((4, 32, 32, 1), seed=3)
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(101, 4)), rng.normal(size=(101, 4))
     whole = count_segments(net, a, b)
@@ -134,11 +138,7 @@ def test_counts_do_not_depend_on_chunking():
 
 @pytest.mark.parametrize("sizes", [(2, 6, 1), (4, 12, 12, 2)])
 def test_plane_areas_sum_to_the_box_and_each_polygon_has_one_pattern(sizes):
-    torch.manual_seed(2)
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()]
-    net = PiecewiseLinear.from_module(nn.Sequential(*layers[:-1]))
+    net = _random_relu_net(sizes, seed=2)
     rng = np.random.default_rng(0)
     origin = rng.normal(size=sizes[0])
     e1, e2 = plane_basis(origin, origin + rng.normal(size=sizes[0]), origin + rng.normal(size=sizes[0]))
