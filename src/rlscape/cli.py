@@ -606,8 +606,8 @@ def regions(
     rows = [ds.isel(step=i) for i in range(ds.sizes["step"])] if "step" in ds.dims else [ds]
     for r in rows:
         label = f"step {int(r.step):>10d}" if "step" in r.coords else "checkpoint"
-        extra = "".join(f"  {fam} {float(r[f'{fam}_density_mean']):8.3g}" for fam in ("fixed", "line", "user") if f"{fam}_density_mean" in r)
-        typer.echo(f"{label}  transitions per unit length: current {float(r['current_density_mean']):8.3g}{extra}"
+        extra = "".join(f"  {fam} {float(r[f'{fam}_density_pooled']):8.3g}" for fam in ("fixed", "line", "user") if f"{fam}_density_pooled" in r)
+        typer.echo(f"{label}  transitions per unit length: current {float(r['current_density_pooled']):8.3g}{extra}"
                    f"  (regions per trajectory {float(r['current_regions'].mean()):.1f})")
     typer.echo(f"results: {out / 'results.zarr'}  ({ds.attrs['n_neurons']} neurons, {ds.attrs['wall_time_s']:.1f} s)")
     if plot:

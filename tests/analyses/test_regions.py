@@ -17,6 +17,7 @@ from rlscape.analyses.regions import (
     count_trajectories,
     load_segments,
     plane_through_states,
+    pooled_density,
     run_regions,
     to_input,
 )
@@ -215,6 +216,7 @@ def test_run_regions_over_training(run_dir, tmp_path):
     assert (ds.current_unique_regions <= ds.current_regions).all()
     np.testing.assert_allclose(ds.current_density, ds.current_transitions / ds.current_length)
     np.testing.assert_allclose(ds.current_density_per_neuron, ds.current_density / 16)
+    np.testing.assert_allclose(ds.current_density_pooled, ds.current_transitions.sum("trajectory") / ds.current_length.sum("trajectory"))
     lines = ds.segment_family.values[0] == "line"
     assert lines.sum() == 20 and (ds.regions.values[:, lines] >= 1).all()
     # stored, and the same numbers again from the same seed
@@ -254,3 +256,12 @@ def test_bad_segments_file_is_refused(tmp_path):
     np.save(f, np.zeros((4, 3, 2)))
     with pytest.raises(RlscapeError, match=r"shape \(S, 2, 2\)"):
         load_segments(f, 2)
+
+
+def test_pooled_density_and_its_jackknife_error():
+    # items (transitions, length): (0, 0.01), (1, 0.01), (10, 1): mean of ratios 36.7, pooled 11/1.02
+    d, se = pooled_density(np.array([0, 1, 10]), np.array([0.01, 0.01, 1.0]))
+    assert d == pytest.approx(11 / 1.02)
+    loo = np.array([11 / 1.01, 10 / 1.01, 1 / 0.02])
+    assert se == pytest.approx(np.sqrt(2 / 3 * ((loo - loo.mean()) ** 2).sum()))
+    assert np.isnan(pooled_density(np.array([3]), np.array([1.0]))[1])

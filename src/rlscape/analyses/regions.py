@@ -16,7 +16,8 @@ Conventions (where the paper's code and the issue are silent, what a researcher 
 - A trajectory's ``transitions`` is the sum over its segments; its ``regions`` = transitions + 1
   (regions in visiting order, a revisit counts again); ``unique_regions`` counts distinct patterns.
 - Density = transitions / Euclidean length in input space; per neuron: divided again by the
-  number of hidden neurons. Per-step summaries are means over trajectories (lines) ± SEM.
+  number of hidden neurons. Per-step summaries pool a family: Σ transitions / Σ length over its
+  trajectories (lines), with a jackknife standard error.
 """
 
 from __future__ import annotations
@@ -206,11 +207,24 @@ def _density(transitions: np.ndarray, length: np.ndarray) -> np.ndarray:
         return np.where(length > 0, transitions / np.where(length > 0, length, 1.0), np.nan)
 
 
-def _mean_sem(x: np.ndarray) -> tuple[float, float]:
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
+def pooled_density(transitions: np.ndarray, length: np.ndarray) -> tuple[float, float]:
+    """Σ transitions / Σ length over items (trajectories, lines, segments) and its jackknife
+    standard error (leave one item out). Pooling weighs items by length, so many short items with
+    0 or 1 transition (e.g. lines near the mean state) do not dominate as a mean of ratios would.
+    ``transitions``, ``length``: (n,) → (density, sem); NaN where undefined."""
+    t = np.asarray(transitions, np.float64)
+    ln = np.asarray(length, np.float64)
+    T, L = t.sum(), ln.sum()
+    if len(t) == 0 or L <= 0:
         return float("nan"), float("nan")
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+    if len(t) < 2:
+        return float(T / L), float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loo = (T - t) / (L - ln)
+    loo = loo[np.isfinite(loo)]
+    n = len(loo)
+    sem = float(np.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum())) if n > 1 else float("nan")
+    return float(T / L), sem
 
 
 def random_lines(final_states: Sequence[np.ndarray], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,8 +270,9 @@ def to_dataset(res: dict[str, Any], network: str) -> Any:
     ``segment_trajectory`` (−1 for lines and user segments): ``regions``, ``transitions``,
     ``length``, ``density``, ``density_per_neuron``. The segments of the current trajectories
     (dim ``current_segment``): ``current_segment_transitions``, ``current_segment_length``,
-    ``current_segment_trajectory``. Summaries (scalars): ``{current,fixed,line,user}_density_mean``
-    and ``_sem`` (over trajectories / lines / segments).
+    ``current_segment_trajectory``. Summaries (scalars): ``{current,fixed,line,user}_density_pooled``
+    (Σ transitions / Σ length over trajectories / lines / segments) and ``_sem`` (jackknife), also
+    ``_density_per_neuron_pooled`` / ``_sem``.
     """
     import xarray as xr
 
@@ -273,7 +288,7 @@ def to_dataset(res: dict[str, Any], network: str) -> Any:
                          ("length", tc.length), ("n_states", tc.n_states), ("density", dens),
                          ("density_per_neuron", dens / N), ("return", res[f"{name}_return"])):
             data[f"{name}_{key}"] = (dim, np.asarray(val))
-        summaries[f"{name}_density_mean"], summaries[f"{name}_density_sem"] = _mean_sem(dens)
+        summaries[f"{name}_density_pooled"], summaries[f"{name}_density_sem"] = pooled_density(tc.transitions, tc.length)
     cur = res["current"].segments
     data["current_segment_transitions"] = ("current_segment", cur.transitions.astype(np.float64))
     data["current_segment_length"] = ("current_segment", cur.length)
@@ -292,8 +307,7 @@ def to_dataset(res: dict[str, Any], network: str) -> Any:
             owners.append(np.full(len(sc.regions), -1, np.int64))
             regs.append(sc.regions)
             lens.append(sc.length)
-            d = _density(sc.transitions, sc.length)
-            summaries[f"{name}_density_mean"], summaries[f"{name}_density_sem"] = _mean_sem(d)
+            summaries[f"{name}_density_pooled"], summaries[f"{name}_density_sem"] = pooled_density(sc.transitions, sc.length)
     if regs:
         r, ln = np.concatenate(regs), np.concatenate(lens)
         d = _density(r - 1, ln)
@@ -303,6 +317,9 @@ def to_dataset(res: dict[str, Any], network: str) -> Any:
     for k, v in summaries.items():
         data[k] = ((), v)
         data[k.replace("_density_", "_density_per_neuron_")] = ((), v / N)
+    for k in list(data):
+        if k.endswith("_density_pooled") or k.endswith("_density_per_neuron_pooled"):
+            data[k] = xr.Variable((), data[k][1], attrs={"long_name": "Σ transitions / Σ length over the family's items"})
     ds = xr.Dataset(data)
     ds.attrs.update(kind="regions", schema_version=SCHEMA_VERSION, network=network, n_neurons=N)
     return ds
@@ -401,7 +418,7 @@ def run_regions(source: str | Path, out: str | Path, *, checkpoints: str | None 
         steps.append(-1 if step is None else step)
         train_returns.append(_train_return(path))
         log.debug("%s: %.3g transitions per unit length along its own trajectories (%s neurons)",
-                 f"step {step}" if over else Path(path).name, float(parts[-1]["current_density_mean"]), net.n_neurons)
+                 f"step {step}" if over else Path(path).name, float(parts[-1]["current_density_pooled"]), net.n_neurons)
     if over:
         ds = _pad_concat(parts).assign_coords(step=np.asarray(steps, np.int64))
         ds["train_return"] = ("step", np.asarray(train_returns))

@@ -42,7 +42,7 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
         for ax, suffix, ylabel in ((axes[0], "density", "transitions per unit length"),
                                    (axes[1], "density_per_neuron", "transitions per unit length per neuron")):
             for fam, label, colour in _FAMILIES:
-                mean = f"{fam}_{suffix}_mean"
+                mean = f"{fam}_{suffix}_pooled"
                 if mean not in ds:
                     continue
                 m = ds[mean].values
