@@ -26,7 +26,8 @@ def _save(fig: Any, out_dir: Path, name: str, formats: tuple[str, ...]) -> list[
 
 def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
     """Over training: density of transitions vs training step (the paper's main plot), per unit
-    length and per neuron, ±SEM bands, with the training return on a twin axis. One checkpoint:
+    length and per neuron, ±SEM bands, with the training return on a twin axis; and transitions
+    per trajectory (a count, free of the input space's scale). One checkpoint:
     the distribution of per-trajectory / per-line densities."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -36,8 +37,8 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
             f"{ds.attrs.get('hidden_sizes', '')}"
     files: list[Path] = []
     if "step" in ds.dims:
-        fig = Figure(figsize=(11, 4))
-        axes = fig.subplots(1, 2)
+        fig = Figure(figsize=(17, 4.4), layout="constrained")
+        axes = fig.subplots(1, 3)
         step = ds.step.values
         for ax, suffix, ylabel in ((axes[0], "density", "transitions per unit length"),
                                    (axes[1], "density_per_neuron", "transitions per unit length per neuron")):
@@ -59,6 +60,20 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
             tw.plot(step, ds.train_return.values, "k--", lw=1, label="training return")
             tw.set_ylabel("training return (recent episodes)")
             tw.legend(fontsize=8, loc="lower right")
+        # counts need no metric: the input space's scale moves with the normalisation statistics
+        ax = axes[2]
+        for fam, label, colour in _FAMILIES[:2]:
+            key = f"{fam}_transitions"
+            if key in ds:
+                m = ds[key].mean(ds[key].dims[1]).values
+                s = ds[key].std(ds[key].dims[1], ddof=1).values / np.sqrt(ds.sizes[ds[key].dims[1]])
+                ax.plot(step, m, "o-", color=colour, label=label, ms=3)
+                ax.fill_between(step, m - np.nan_to_num(s), m + np.nan_to_num(s), color=colour, alpha=0.2)
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.set_ylabel("transitions per trajectory")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
         fig.suptitle(f"Region density along trajectories over training — {title}", fontsize=10)
         files += _save(fig, out, "regions_density", formats)
         return files
