@@ -263,7 +263,8 @@ def regions_at(agent: Agent, net: PiecewiseLinear, *, current: Visited, fixed: V
 def to_dataset(res: dict[str, Any], network: str) -> Any:
     """One checkpoint's counts as an ``xarray.Dataset`` (no ``step`` dim).
 
-    Per trajectory (dim ``trajectory``, ``fixed_trajectory``): ``{current,fixed}_transitions``,
+    Per trajectory (dim ``trajectory``: episode e, the same reset seed for the current and the final
+    policy): ``{current,fixed}_transitions``,
     ``_regions``, ``_unique_regions``, ``_length``, ``_n_states``, ``_density``,
     ``_density_per_neuron``, ``_return``. Per segment (dim ``segment``): the segments of the fixed
     trajectories, random lines and user segments, with ``segment_family`` (fixed|line|user) and
@@ -279,7 +280,7 @@ def to_dataset(res: dict[str, Any], network: str) -> Any:
     N = res["n_neurons"]
     data: dict[str, Any] = {}
     summaries: dict[str, float] = {}
-    for name, dim in (("current", "trajectory"), ("fixed", "fixed_trajectory")):
+    for name, dim in (("current", "trajectory"), ("fixed", "trajectory")):  # episode e: the same reset seed in both
         tc = res.get(name)
         if tc is None:
             continue
