@@ -21,13 +21,11 @@ from rlscape.analyses.regions import (
     run_regions,
     to_input,
 )
-
 from rlscape.analyses.train import parse_hyperparams, resolve_hyperparams, sb3_kwargs
 from rlscape.core.errors import RlscapeError
 from rlscape.core.piecewise import PiecewiseLinear, count_segments, dense_counts, partition_plane, plane_basis
 from rlscape.core.policy import load_checkpoint
 from tests.conftest import _shared, _train
-
 
 # -- training a ReLU agent: the command the refusal message names must work --------------------------
 

@@ -65,7 +65,7 @@ def agent_network(agent: Agent | torch.nn.Module, network: str = "policy") -> Pi
         raise RlscapeError(f"--network must be one of {', '.join(NETWORKS)}, not {network!r}")
     if not isinstance(agent, Agent):
         return PiecewiseLinear.from_module(agent)
-    p = getattr(agent.head, "p", None)
+    p: Any = getattr(agent.head, "p", agent.head)  # the wrapped SB3 policy (or the user's module)
     algo = agent.algo
     if algo in ("ppo", "a2c", "trpo"):
         if network == "policy":
@@ -194,9 +194,12 @@ def count_trajectories(net: PiecewiseLinear, polylines: Sequence[np.ndarray]) ->
     transitions = np.bincount(owner, weights=seg.transitions, minlength=n).astype(np.int64)
     length = np.bincount(owner, weights=seg.length, minlength=n)
     unique = np.zeros(n, np.int64)
-    piece_owner = owner[seg.piece_segment]
+    patterns, piece_segment = seg.piece_patterns, seg.piece_segment
+    if patterns is None or piece_segment is None:  # keep_patterns=True always returns them
+        raise AssertionError("count_segments returned no patterns")
+    piece_owner = owner[piece_segment]
     for i in range(n):
-        rows = seg.piece_patterns[piece_owner == i]
+        rows = patterns[piece_owner == i]
         unique[i] = len(np.unique(rows, axis=0)) if len(rows) else 1
     return TrajectoryCounts(seg, owner, transitions, transitions + 1, unique, length,
                             np.array([len(p) for p in polylines], np.int64))
@@ -428,7 +431,7 @@ def run_regions(source: str | Path, out: str | Path, *, checkpoints: str | None 
     ds.attrs.update(kind="regions", schema_version=SCHEMA_VERSION, network=network, n_neurons=final_net.n_neurons,
                     hidden_sizes=json.dumps(final_net.hidden_sizes), env_id=final_agent.env.env_id, algo=final_agent.algo,
                     source=str(Path(source).resolve()), seed=seed, actions="deterministic", over_training=int(over),
-                    fixed_from_step=int(todo[-1][0]) if over else -1, wall_time_s=round(time.perf_counter() - t_start, 3))
+                    fixed_from_step=int(todo[-1][0] or 0) if over else -1, wall_time_s=round(time.perf_counter() - t_start, 3))
     _write_run(Path(out), spec, ds, overwrite)
     return ds
 

@@ -109,12 +109,10 @@ class PiecewiseLinear:
             weights.append(np.eye(n))
             biases.append(np.zeros(n))
             slopes.append(None)
-        for k in range(len(slopes) - 1):
-            if slopes[k] is None:  # cannot happen: consecutive Linears were composed
-                raise AssertionError
+        hidden = [s for s in slopes[:-1] if s is not None]  # all of them: consecutive Linears were composed
         if len(weights) < 2:
             raise RlscapeError("the network has no hidden layer (a single affine map has one linear region)")
-        return cls(tuple(weights), tuple(biases), tuple(float(s) for s in slopes[:-1]), description or
+        return cls(tuple(weights), tuple(biases), tuple(hidden), description or
                    " → ".join(type(m).__name__ for m in flat))
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -371,6 +369,6 @@ def plane_basis(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndar
     e1 = d1 / n1
     d2 = d2 - (d2 @ e1) * e1
     n2 = np.linalg.norm(d2)
-    if n2 <= 1e-9 * max(1.0, np.linalg.norm(p2 - p0)):
+    if n2 <= 1e-9 * max(1.0, float(np.linalg.norm(np.asarray(p2, np.float64) - p0))):
         raise RlscapeError("the three states are collinear; choose states that span a plane")
     return e1, d2 / n2

@@ -80,8 +80,8 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for fam, label, colour in _FAMILIES:
-        key = f"{fam}_density" if fam in ("current", "fixed") else None
-        if key and key in ds:
+        key = f"{fam}_density" if fam in ("current", "fixed") else ""
+        if key in ds:
             vals = ds[key].values
         elif "segment_family" in ds and (ds.segment_family.values == fam).any():
             vals = ds.density.values[ds.segment_family.values == fam]
@@ -101,8 +101,8 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
 def plot_regions_plane(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png",), name: str = "regions_plane") -> list[Path]:
     """The partition: polygons coloured by activation pattern (random colours, fixed seed), the
     projected trajectory on top, the three anchor states; and the distribution of region areas."""
-    from matplotlib.figure import Figure
     from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
 
     start, size = ds.vertex_start.values, ds.n_vertices.values
     u, v = ds.vertex_u.values, ds.vertex_v.values
