@@ -72,6 +72,7 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
         ax.set_xlabel("training step")
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_ylabel("transitions per trajectory")
+        ax.set_yscale("log")  # an untrained checkpoint (identity normalisation) can count 100× more
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.suptitle(f"Region density along trajectories over training — {title}", fontsize=10)
