@@ -263,3 +263,29 @@ def test_pooled_density_and_its_jackknife_error():
     loo = np.array([11 / 1.01, 10 / 1.01, 1 / 0.02])
     assert se == pytest.approx(np.sqrt(2 / 3 * ((loo - loo.mean()) ** 2).sum()))
     assert np.isnan(pooled_density(np.array([3]), np.array([1.0]))[1])
+
+
+@pytest.mark.parametrize("algo, kwargs, out", [
+    ("ppo", {"share_features_extractor": False, "net_arch": {"pi": [8, 8], "vf": [6]}}, "logits"),
+    ("dqn", {"net_arch": [8, 8]}, "q"),
+])
+def test_separate_extractors_and_other_heads(tmp_path, algo, kwargs, out):
+    import json
+
+    import stable_baselines3 as sb3
+
+    cls = {"ppo": sb3.PPO, "dqn": sb3.DQN}[algo]
+    extra = {"buffer_size": 100} if algo == "dqn" else {}
+    cls("MlpPolicy", "CartPole-v1", seed=0, device="cpu", policy_kwargs={"activation_fn": nn.ReLU, **kwargs}, **extra).save(tmp_path / "model.zip")
+    (tmp_path / "env.json").write_text(json.dumps({"env_id": "CartPole-v1", "env_kwargs": {}}))
+    agent = load_checkpoint(tmp_path)
+    net = agent_network(agent)
+    assert net.hidden_sizes == [8, 8]
+    x = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x), agent.head(torch.from_numpy(x))[out].numpy(), atol=1e-5)
+    if algo == "ppo":
+        assert agent_network(agent, "value").hidden_sizes == [6]
+    else:
+        with pytest.raises(RlscapeError, match="no state-value network"):
+            agent_network(agent, "value")
