@@ -100,13 +100,15 @@ def main() -> None:
 
         ag = load_checkpoint(args.checkpoint)
         net = agent_network(ag)
-        polylines, total, e = [], 0, 0
         t0 = time.perf_counter()
-        while total < args.segments:
-            v = collect_states(ag, 1, args.seed + e)
-            polylines.append(to_input(ag, v.states[0]))
-            total += len(v.states[0]) - 1
-            e += 1
+        first = collect_states(ag, 1, args.seed).states[0]  # one env for all episodes: a guess from the first one's length
+        episodes = int(np.ceil(1.2 * args.segments / max(1, len(first) - 1)))
+        while True:
+            polylines = [to_input(ag, x) for x in collect_states(ag, episodes, args.seed).states]
+            if sum(len(p) - 1 for p in polylines) >= args.segments:
+                break
+            episodes *= 2
+        e = len(polylines)
         a = np.concatenate([p[:-1] for p in polylines])[: args.segments]
         b = np.concatenate([p[1:] for p in polylines])[: args.segments]
         print(f"segments: {len(a)} consecutive visited states of {e} episodes of {args.checkpoint} "
