@@ -614,7 +614,7 @@ def _interrupted() -> None:
 def regions(
     source: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip) or a training run directory.")],
     out: Out,
-    checkpoints: Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' (default) or steps a,b,c.")] = None,
+    checkpoints: Ckpts = None,
     trajectories: Annotated[int, typer.Option("--trajectories", help="Deterministic episodes per checkpoint (and of the final policy, fixed).")] = 10,
     random_lines: Annotated[int, typer.Option("--random-lines", help="Lines from the mean of N states visited by the final policy to each (0: none).")] = 100,
     segments: Annotated[Path | None, typer.Option("--segments", help="A .npy of shape (S, 2, obs_dim): segments in the network's input space.")] = None,
@@ -636,11 +636,9 @@ def regions(
         extra = "".join(f"  {fam} {float(r[f'{fam}_density_pooled']):8.3g}" for fam in ("fixed", "line", "user") if f"{fam}_density_pooled" in r)
         typer.echo(f"{label}  transitions per unit length: current {float(r['current_density_pooled']):8.3g}{extra}"
                    f"  (regions per trajectory {float(r['current_regions'].mean()):.1f})")
-    typer.echo(f"results: {out / 'results.zarr'}  ({ds.attrs['n_neurons']} neurons, {ds.attrs['wall_time_s']:.1f} s)")
+    typer.echo(f"results: {out / 'results.zarr'}  ({ds.attrs['n_neurons']} neurons)")
     if plot:
-        from rlscape.plots.regions import plot_regions
-
-        _echo_figures(out, plot_regions(ds, out / "plots"))
+        _plot(out, ds, formats=("png",))
 
 
 @app.command("regions-plane")
@@ -666,17 +664,10 @@ def regions_plane(
         raise RlscapeError(f"--states must be 3 (three states define a plane), not {states}")
     ds = run_regions_plane(checkpoint, out, state_space=state_space, seed=seed, network=network, margin=margin,
                            env_id=env, algo=algo, overwrite=overwrite)
-    typer.echo(f"{ds.attrs['n_regions']} regions; areas sum to {ds.attrs['area_sum']:.6g} of the box's {ds.attrs['box_area']:.6g}"
-               f"  ({ds.attrs['wall_time_s']:.1f} s)")
+    typer.echo(f"{ds.attrs['n_regions']} regions; areas sum to {ds.attrs['area_sum']:.6g} of the box's {ds.attrs['box_area']:.6g}")
     typer.echo(f"results: {out / 'results.zarr'}")
     if plot:
-        from rlscape.plots.regions import plot_regions_plane
-
-        _echo_figures(out, plot_regions_plane(ds, out / "plots"))
-
-
-def _echo_figures(out: Path, files: list[Path]) -> None:
-    typer.echo(f"figures: {out / 'plots'}/  ({', '.join(sorted(f.name for f in files))})")
+        _plot(out, ds, formats=("png",))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -25,7 +23,7 @@ from rlscape.analyses.train import parse_hyperparams, resolve_hyperparams, sb3_k
 from rlscape.core.errors import RlscapeError
 from rlscape.core.piecewise import PiecewiseLinear, count_segments, dense_counts, partition_plane, plane_basis
 from rlscape.core.policy import load_checkpoint
-from tests.conftest import _shared, _train
+from tests.training_runs import relu_run
 
 # -- training a ReLU agent: the command the refusal message names must work --------------------------
 
@@ -163,14 +161,6 @@ def test_one_hidden_layer_plane_matches_line_arrangement():
 
 
 # -- agents ------------------------------------------------------------------------------------------
-
-def relu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """PPO with an 8×8 ReLU policy on MountainCar-v0 (2-D states, normalised), checkpoints 0, 512, 1024."""
-    return _shared(tmp_path_factory, "regions_relu_run", lambda p: _train(
-        p / "run", "ppo", "MountainCar-v0", 1024, 512,
-        {"n_steps": 256, "batch_size": 64, "n_epochs": 2, "normalize": True,
-         "policy_kwargs": {"activation_fn": "relu", "net_arch": [8, 8]}})) / "run"
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.analyses.test_regions import relu_run
 from tests.cli.test_cli import run_cli
+from tests.training_runs import relu_run
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import reset_seed, select_actions
+from rlscape.core.kinds import kind_attrs
 from rlscape.core.piecewise import (
     PiecewiseLinear,
     PlanePartition,
@@ -47,7 +48,6 @@ from rlscape.core.policy import Agent
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 NETWORKS = ("policy", "value")
 LINE_SEED_TAG = 0x11E5  # seed-sequence tag of the random-line end points
 
@@ -325,7 +325,7 @@ def to_dataset(res: dict[str, Any], network: str) -> Any:
         if k.endswith("_density_pooled") or k.endswith("_density_per_neuron_pooled"):
             data[k] = xr.Variable((), data[k][1], attrs={"long_name": "Σ transitions / Σ length over the family's items"})
     ds = xr.Dataset(data)
-    ds.attrs.update(kind="regions", schema_version=SCHEMA_VERSION, network=network, n_neurons=N)
+    ds.attrs.update(**kind_attrs("regions"), network=network, n_neurons=N)
     return ds
 
 
@@ -349,17 +349,6 @@ def _pad_concat(parts: list[Any]) -> Any:
 
 
 # -- the analysis as the CLI runs it ---------------------------------------------------------------
-
-def _targets(source: str | Path, checkpoints: str | None) -> list[tuple[int | None, Path]]:
-    from rlscape.core.runs import is_training_run, select_checkpoints
-
-    path = Path(source)
-    if is_training_run(path):
-        return [(s, p) for s, p in select_checkpoints(path, checkpoints)]
-    if checkpoints is not None:
-        raise RlscapeError("--checkpoints applies to a training run directory (with checkpoints/); drop it for a single checkpoint")
-    return [(None, path)]
-
 
 def load_segments(path: str | Path, input_dim: int) -> np.ndarray:
     """User segments from a ``.npy`` file of shape (S, 2, input_dim) in the network's input space."""
@@ -401,49 +390,44 @@ def run_regions(source: str | Path, out: str | Path, *, checkpoints: str | None 
         raise RlscapeError(f"--random-lines must be ≥ 0, not {random_lines_n}")
     if seed < 0:
         raise RlscapeError(f"--seed must be ≥ 0, not {seed}")
-    todo = _targets(source, checkpoints)
-    over = todo[0][0] is not None
-    final_agent = load_checkpoint(todo[-1][1], env_id, algo=algo)
+    from rlscape.core.lifecycle import Run, checkpoint_or_run
+    from rlscape.core.runs import over_training, select_checkpoints
+
+    over = over_training(source, checkpoints)
+    todo: list[tuple[int | None, Path]] = list(select_checkpoints(source, checkpoints)) if over else [(None, Path(source))]
+    final_step, final_path = todo[-1]
+    final_agent = load_checkpoint(final_path, env_id, algo=algo)
     final_net = agent_network(final_agent, network)
     user = load_segments(segments, final_net.input_dim) if segments is not None else None
-    spec = {"analysis": "regions", "source": str(Path(source).resolve()), "checkpoints": [s for s, _ in todo] if over else None,
+    spec = {"kind": "regions", "source": str(Path(source).resolve()), "final_checkpoint": str(Path(final_path).resolve()),
             "trajectories": trajectories, "random_lines": random_lines_n, "segments": str(Path(segments).resolve()) if segments else None,
             "network": network, "seed": seed, "env_id": env_id, "algo": algo, "actions": "deterministic"}
-    t_start = time.perf_counter()
     fixed = collect_states(final_agent, trajectories, seed)
     lines = random_lines(fixed.states, random_lines_n, seed) if random_lines_n > 0 else None
-    parts, steps, train_returns = [], [], []
-    for step, path in todo:
-        agent = final_agent if path == todo[-1][1] else load_checkpoint(path, env_id, algo=algo)
+    attrs = {**kind_attrs("regions"), "network": network, "n_neurons": final_net.n_neurons,
+             "hidden_sizes": json.dumps(final_net.hidden_sizes), "env_id": final_agent.env.env_id, "algo": final_agent.algo,
+             "source": str(Path(source).resolve()), "seed": seed, "actions": "deterministic", "over_training": int(over),
+             "fixed_from_step": int(final_step or 0) if over else -1}
+
+    def compute(step: int | None, path: Path, run: Run) -> xr.Dataset:
+        agent = final_agent if Path(path) == Path(final_path) else load_checkpoint(path, env_id, algo=algo)
         net = agent_network(agent, network)
         current = fixed if agent is final_agent else collect_states(agent, trajectories, seed)
         res = regions_at(agent, net, current=current, fixed=fixed if over else None, lines=lines, user=user)
-        parts.append(to_dataset(res, network))
-        steps.append(-1 if step is None else step)
-        train_returns.append(_train_return(path))
+        ds = to_dataset(res, network)
+        ds["train_return"] = ((), np.asarray(_train_return(path)))
+        ds.attrs.update(attrs)
         log.debug("%s: %.3g transitions per unit length along its own trajectories (%s neurons)",
-                 f"step {step}" if over else Path(path).name, float(parts[-1]["current_density_pooled"]), net.n_neurons)
-    if over:
-        ds = _pad_concat(parts).assign_coords(step=np.asarray(steps, np.int64))
-        ds["train_return"] = ("step", np.asarray(train_returns))
-    else:
-        ds = parts[0]
-    ds.attrs.update(kind="regions", schema_version=SCHEMA_VERSION, network=network, n_neurons=final_net.n_neurons,
-                    hidden_sizes=json.dumps(final_net.hidden_sizes), env_id=final_agent.env.env_id, algo=final_agent.algo,
-                    source=str(Path(source).resolve()), seed=seed, actions="deterministic", over_training=int(over),
-                    fixed_from_step=int(todo[-1][0] or 0) if over else -1, wall_time_s=round(time.perf_counter() - t_start, 3))
-    _write_run(Path(out), spec, ds, overwrite)
-    return ds
+                  f"step {step}" if over else Path(path).name, float(ds["current_density_pooled"]), net.n_neurons)
+        return ds
 
+    def combine(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
+        ds = _pad_concat([d for _, d in done]).assign_coords(step=np.asarray([s for s, _ in done], np.int64))
+        ds.attrs.update(attrs)
+        return ds
 
-def _write_run(out: Path, spec: dict[str, Any], ds: Any, overwrite: bool) -> None:
-    """The run directory lifecycle in one place (RunDir as it is; the lead is replacing it)."""
-    from rlscape.core.store import RunDir, package_versions
-
-    run = RunDir.prepare(out, spec, overwrite)
-    run.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    run.write_dataset(ds)
-    run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return checkpoint_or_run(source, out, spec, compute, checkpoints=checkpoints, overwrite=overwrite, progress=False,
+                             combine=combine)
 
 
 # -- 2-D: the plane through three visited states ---------------------------------------------------
@@ -466,7 +450,7 @@ def plane_dataset(part: PlanePartition, *, traj_uv: np.ndarray, anchors_uv: np.n
         "anchor_u": ("anchor", anchors_uv[:, 0]), "anchor_v": ("anchor", anchors_uv[:, 1]),
     })
     total = (part.box[1] - part.box[0]) * (part.box[3] - part.box[2])
-    ds.attrs.update(kind="regions_plane", schema_version=SCHEMA_VERSION, n_regions=part.n_regions, box=list(part.box),
+    ds.attrs.update(**kind_attrs("regions-plane"), n_regions=part.n_regions, box=list(part.box),
                     box_area=total, area_sum=float(part.area.sum()))
     return ds
 
@@ -528,12 +512,13 @@ def run_regions_plane(checkpoint: str | Path, out: str | Path, *, state_space: b
         raise RlscapeError(f"--margin must be ≥ 0, not {margin}")
     agent = load_checkpoint(checkpoint, env_id, algo=algo)
     net = agent_network(agent, network)
-    spec = {"analysis": "regions-plane", "checkpoint": str(Path(checkpoint).resolve()), "state_space": state_space,
+    spec = {"kind": "regions-plane", "checkpoint": str(Path(checkpoint).resolve()), "state_space": state_space,
             "seed": seed, "network": network, "margin": margin, "env_id": env_id, "algo": algo}
-    t0 = time.perf_counter()
-    ds = plane_through_states(agent, net, state_space=state_space, seed=seed, margin=margin)
-    ds.attrs.update(network=network, n_neurons=net.n_neurons, env_id=agent.env.env_id, algo=agent.algo,
-                    source=str(Path(checkpoint).resolve()), step=int(agent.info.get("num_timesteps", 0)), seed=seed,
-                    wall_time_s=round(time.perf_counter() - t0, 3))
-    _write_run(Path(out), spec, ds, overwrite)
+    from rlscape.core.lifecycle import open_run
+
+    with open_run(out, spec, overwrite=overwrite) as run:
+        ds = plane_through_states(agent, net, state_space=state_space, seed=seed, margin=margin)
+        ds.attrs.update(network=network, n_neurons=net.n_neurons, env_id=agent.env.env_id, algo=agent.algo,
+                        source=str(Path(checkpoint).resolve()), step=int(agent.info.get("num_timesteps", 0)), seed=seed)
+        run.finish(ds)
     return ds

@@ -338,12 +338,14 @@ def checkpoint_or_run(
     overwrite: bool = False,
     progress: bool = True,
     record: Mapping[str, Any] | None = None,
+    combine: Callable[[list[tuple[int, xr.Dataset]]], xr.Dataset] | None = None,
 ) -> xr.Dataset:
     """One analysis of a checkpoint, or of each checkpoint of a training run (``--checkpoints``).
 
     A single checkpoint: ``compute(None, source, run)`` inside ``open_run(out, spec)``. A training
     run: :func:`over_checkpoints`, each checkpoint a sub-run whose spec is ``spec`` with its
-    ``checkpoint`` and ``step``; the datasets gain a leading ``step`` dim and are concatenated.
+    ``checkpoint`` and ``step``; by default the datasets gain a leading ``step`` dim and are
+    concatenated (``combine`` replaces that, e.g. to pad dims whose length differs by step).
     """
     from rlscape.core.runs import checkpoints_label, over_training, select_checkpoints
 
@@ -363,11 +365,12 @@ def checkpoint_or_run(
     def one(step: int, folder: Path, run: Run) -> xr.Dataset:
         return compute(step, folder, run).expand_dims(step=[int(step)])
 
-    def combine(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
+    def stack(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
         out_ds = xr.concat([d for _, d in done], dim="step", join="outer", combine_attrs="drop_conflicts")
         out_ds["step"].attrs["long_name"] = "training step of the checkpoint"
         out_ds.attrs["over_training"] = 1
         return out_ds
 
-    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=one, combine=combine, overwrite=overwrite,
+    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=compute if combine else one,
+                            combine=combine or stack, overwrite=overwrite,
                             progress=progress, record={"training_run": str(Path(source).resolve()), **dict(record or {})})

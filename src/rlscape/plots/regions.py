@@ -10,18 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from rlscape.plots.figure import new_figure, save_figure
+
 _FAMILIES = (("current", "current trajectories", "C0"), ("fixed", "fixed trajectories (final policy)", "C1"),
              ("line", "random lines (mean → visited state)", "C2"), ("user", "user segments", "C3"))
-
-
-def _save(fig: Any, out_dir: Path, name: str, formats: tuple[str, ...]) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for fmt in formats:
-        f = out_dir / f"{name}.{fmt}"
-        fig.savefig(f, dpi=130, bbox_inches="tight")
-        files.append(f)
-    return files
 
 
 def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
@@ -29,7 +21,6 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
     length and per neuron, ±SEM bands, with the training return on a twin axis; and transitions
     per trajectory (a count, free of the input space's scale). One checkpoint:
     the distribution of per-trajectory / per-line densities."""
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     out = Path(out_dir)
@@ -37,7 +28,7 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
             f"{ds.attrs.get('hidden_sizes', '')}"
     files: list[Path] = []
     if "step" in ds.dims:
-        fig = Figure(figsize=(17, 4.4), layout="constrained")
+        fig = new_figure(figsize=(17, 4.4), layout="constrained")
         axes = fig.subplots(1, 3)
         step = ds.step.values
         for ax, suffix, ylabel in ((axes[0], "density", "transitions per unit length"),
@@ -76,9 +67,9 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.suptitle(f"Region density along trajectories over training — {title}", fontsize=10)
-        files += _save(fig, out, "regions_density", formats)
+        files += save_figure(fig, out, "regions_density", formats, dpi=130, bbox_inches="tight")
         return files
-    fig = Figure(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
     for fam, label, colour in _FAMILIES:
         key = f"{fam}_density" if fam in ("current", "fixed") else ""
@@ -95,7 +86,7 @@ def plot_regions(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = ("png"
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
-    files += _save(fig, out, "regions_density", formats)
+    files += save_figure(fig, out, "regions_density", formats, dpi=130, bbox_inches="tight")
     return files
 
 
@@ -103,14 +94,13 @@ def plot_regions_plane(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = 
     """The partition: polygons coloured by activation pattern (random colours, fixed seed), the
     projected trajectory on top, the three anchor states; and the distribution of region areas."""
     from matplotlib.collections import PolyCollection
-    from matplotlib.figure import Figure
 
     start, size = ds.vertex_start.values, ds.n_vertices.values
     u, v = ds.vertex_u.values, ds.vertex_v.values
     polys = [np.stack([u[s:s + n], v[s:s + n]], axis=1) for s, n in zip(start, size, strict=True)]
     rng = np.random.default_rng(0)
     colours = rng.uniform(0.25, 0.95, size=(len(polys), 3))
-    fig = Figure(figsize=(12, 5.2))
+    fig = new_figure(figsize=(12, 5.2))
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
     ax.add_collection(PolyCollection(polys, facecolors=colours, edgecolors="k", linewidths=0.15))
     box = ds.attrs["box"]
@@ -136,4 +126,4 @@ def plot_regions_plane(ds: Any, out_dir: str | Path, formats: tuple[str, ...] = 
     ax2.set_xlabel("region area (input-space units²)")
     ax2.set_ylabel("regions")
     ax2.set_title(f"area distribution (sum {float(ds.attrs['area_sum']):.4g} = box {float(ds.attrs['box_area']):.4g})", fontsize=9)
-    return _save(fig, Path(out_dir), name, formats)
+    return save_figure(fig, Path(out_dir), name, formats, dpi=130, bbox_inches="tight")

@@ -24,6 +24,7 @@ from .figure import check_formats
 from .interactive import plot_line_html, plot_plane_html
 from .overtrain import render_over_training
 from .population import plot_population
+from .regions import plot_regions, plot_regions_plane
 from .static import check_run, plot_line, plot_plane
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ RENDERERS: dict[str, Renderer] = {
     "cliffs": _cliffs,
     "cliff-dive": lambda ds, out, o: plot_cliff_dive(ds, out, o.formats),
     "population": lambda ds, out, o: plot_population(ds, out, o.formats),
+    "regions": lambda ds, out, o: plot_regions(ds, out, o.formats),
+    "regions-over-training": lambda ds, out, o: plot_regions(ds, out, o.formats),
+    "regions-plane": lambda ds, out, o: plot_regions_plane(ds, out, o.formats),
 }
 
 
