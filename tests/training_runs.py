@@ -1,4 +1,4 @@
-"""A tiny training run shared by the step-size and cliff tests, written by ``rlscape train`` itself.
+"""Tiny training runs shared by several test modules, written by ``rlscape train`` itself.
 
 A test module wraps :func:`tiny_ppo_run` in a session fixture of its own.
 """
@@ -23,3 +23,11 @@ def norm_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     VecNormalize with observation *and* reward normalisation; checkpoints at 0, 1024, 2048."""
     return _shared(tmp_path_factory, "norm_ppo_run", lambda p: _train(p / "run", "ppo", "CartPole-v1", 2048, 1024,
                                                                       {"normalize": True, "n_steps": 256})) / "run"
+
+
+def relu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PPO with an 8×8 ReLU policy on MountainCar-v0 (2-D states, normalised), checkpoints 0, 512, 1024."""
+    return _shared(tmp_path_factory, "regions_relu_run", lambda p: _train(
+        p / "run", "ppo", "MountainCar-v0", 1024, 512,
+        {"n_steps": 256, "batch_size": 64, "n_epochs": 2, "normalize": True,
+         "policy_kwargs": {"activation_fn": "relu", "net_arch": [8, 8]}})) / "run"

@@ -750,5 +750,67 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
+# -- linear regions (Cohan et al. 2022; methods.md §9) ----------------------------------------------
+
+@app.command()
+def regions(
+    source: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip) or a training run directory.")],
+    out: Out,
+    checkpoints: Ckpts = None,
+    trajectories: Annotated[int, typer.Option("--trajectories", help="Deterministic episodes per checkpoint (and of the final policy, fixed).")] = 10,
+    random_lines: Annotated[int, typer.Option("--random-lines", help="Lines from the mean of N states visited by the final policy to each (0: none).")] = 100,
+    segments: Annotated[Path | None, typer.Option("--segments", help="A .npy of shape (S, 2, obs_dim): segments in the network's input space.")] = None,
+    network: Annotated[str, typer.Option("--network", help="policy|value: which network's regions.")] = "policy",
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Exact linear-region counts along the policy's own trajectories, random lines and given segments (dim step for a run)."""
+    from rlscape.analyses.regions import run_regions
+
+    ds = run_regions(source, out, checkpoints=checkpoints, trajectories=trajectories, random_lines_n=random_lines,
+                     segments=segments, network=network, seed=seed, env_id=env, algo=algo, overwrite=overwrite)
+    rows = [ds.isel(step=i) for i in range(ds.sizes["step"])] if "step" in ds.dims else [ds]
+    for r in rows:
+        label = f"step {int(r.step):>10d}" if "step" in r.coords else "checkpoint"
+        extra = "".join(f"  {fam} {float(r[f'{fam}_density_pooled']):8.3g}" for fam in ("fixed", "line", "user") if f"{fam}_density_pooled" in r)
+        typer.echo(f"{label}  transitions per unit length: current {float(r['current_density_pooled']):8.3g}{extra}"
+                   f"  (regions per trajectory {float(r['current_regions'].mean()):.1f})")
+    typer.echo(f"results: {out / 'results.zarr'}  ({ds.attrs['n_neurons']} neurons)")
+    if plot:
+        _plot(out, ds, formats=("png",))
+
+
+@app.command("regions-plane")
+def regions_plane(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip).")],
+    out: Out,
+    states: Annotated[int | None, typer.Option("--states", help="3: the plane through three states visited by the policy.")] = None,
+    state_space: Annotated[bool, typer.Option("--state-space", help="Partition the 2-D input space itself.")] = False,
+    network: Annotated[str, typer.Option("--network", help="policy|value: which network's regions.")] = "policy",
+    margin: Annotated[float, typer.Option("--margin", help="Widen the box around the projected trajectory by this fraction per side.")] = 0.25,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Exact 2-D partition into linear regions of the plane through three visited states (or of a 2-D state space)."""
+    from rlscape.analyses.regions import run_regions_plane
+
+    if (states is None) == (not state_space):
+        raise RlscapeError("give --states 3 (plane through three visited states) or --state-space (a 2-D input space), one of them")
+    if states is not None and states != 3:
+        raise RlscapeError(f"--states must be 3 (three states define a plane), not {states}")
+    ds = run_regions_plane(checkpoint, out, state_space=state_space, seed=seed, network=network, margin=margin,
+                           env_id=env, algo=algo, overwrite=overwrite)
+    typer.echo(f"{ds.attrs['n_regions']} regions; areas sum to {ds.attrs['area_sum']:.6g} of the box's {ds.attrs['box_area']:.6g}")
+    typer.echo(f"results: {out / 'results.zarr'}")
+    if plot:
+        _plot(out, ds, formats=("png",))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -151,7 +151,7 @@ def test_cliff_dive_on_a_tiny_run(tiny_ppo_run, tmp_path):
                        workers=1, progress=False)
     np.testing.assert_array_equal(again.change.values, ds.change.values)
     run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "status": "running"}))
-    with pytest.raises(RlscapeError, match="different cliff dive"):
+    with pytest.raises(RlscapeError, match="holds a different run"):
         cliff_dive(tiny_ppo_run, [0, 1024, 2048], [True, False, False], tmp_path / "dive", trials=2, episodes=5,
                    workers=1, progress=False)
 

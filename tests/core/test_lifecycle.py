@@ -138,3 +138,19 @@ def test_over_checkpoints_resumes_and_extends(tmp_path):
     assert calls == [30] and list(ds.step.values) == [0, 10, 20, 30]
     with pytest.raises(RlscapeError, match="already holds this finished run"):
         over_checkpoints(out, {"kind": "toy-over"}, selected + [(30, tmp_path)], **kw)
+
+
+def test_a_run_partly_computed_with_another_arithmetic_is_not_resumed(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with open_run(out, {"kind": "toy"}) as run:
+            run.write_dataset(_ds(0.0))  # a partial result
+            raise KeyboardInterrupt
+    info = json.loads((out / "run.json").read_text())
+    del info["arithmetic_version"]  # as written by rlscape before the version was recorded
+    (out / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RlscapeError, match="arithmetic differs .*--overwrite"):
+        with open_run(out, {"kind": "toy"}):
+            pass
+    with open_run(out, {"kind": "toy"}, overwrite=True) as run:
+        run.finish(_ds(1.0))

@@ -42,6 +42,12 @@ RUNS: dict[str, tuple[list[str], list[str]]] = {
     "stepsize": (["stepsize", "{c}", "--out", "{o}", *STEP], ["stepsize.png"]),
     "stepsize-over-training": (["stepsize", "{r}", "--out", "{o}", "--checkpoints", "0,2048", *STEP], ["stepsize_training.png"]),
     "cliffs": (["cliffs", "{line}", "--out", "{o}", "--min-fall", "0", "--min-range-fraction", "0", "--no-plot"], ["cliffs.png"]),
+    "regions": (["regions", "{relu}/checkpoints/0000001024", "--out", "{o}", "--trajectories", "2", "--random-lines", "3", "--no-plot"],
+                ["regions_density.png"]),
+    "regions-over-training": (["regions", "{relu}", "--out", "{o}", "--trajectories", "2", "--random-lines", "3", "--no-plot"],
+                              ["regions_density.png"]),
+    "regions-plane": (["regions-plane", "{relu}/checkpoints/0000001024", "--out", "{o}", "--states", "3", "--no-plot"],
+                      ["regions_plane.png"]),
     "population": (["population", "{c}", "--thetas", "{thetas}", "--out", "{o}", *EV], ["population.png"]),
     "cliff-dive": (["cliff-dive", "{r}", "--out", "{o}", "--cliff", "0,1024", "--non-cliff", "2048", "--trials", "2",
                     "--episodes", "3", "--workers", "1", "--no-plot"], ["cliff_dive.png"]),
@@ -66,6 +72,7 @@ def _cli(args: list[str]) -> None:
 def runs(cartpole_ppo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One run directory per kind, all written without figures."""
     run = training_runs.tiny_ppo_run(tmp_path_factory)
+    relu = training_runs.relu_run(tmp_path_factory)
     root = tmp_path_factory.mktemp("kinds")
     from rlscape.core.policy import load_checkpoint
 
@@ -75,7 +82,8 @@ def runs(cartpole_ppo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     out = {}
     for kind, (args, _) in RUNS.items():  # line-over-training comes before the cliffs that read it
         out[kind] = root / kind
-        _cli([a.format(c=cartpole_ppo, r=run, o=out[kind], line=out.get("line-over-training"), thetas=root / "thetas.npz")
+        _cli([a.format(c=cartpole_ppo, r=run, o=out[kind], line=out.get("line-over-training"), thetas=root / "thetas.npz",
+                       relu=relu)
               for a in args])
         assert not (out[kind] / "plots").exists(), kind
     return out

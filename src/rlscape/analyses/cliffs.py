@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,10 +250,10 @@ def cliff_dive(
     ``step`` × ``algo`` × ``trial`` (× ``episode``); the t-test as variables over ``algo``.
     """
     from rlscape.core.evaluate import NOISE_STREAM, RESET_STREAM
+    from rlscape.core.lifecycle import Run, over_checkpoints
     from rlscape.core.policy import load_checkpoint
     from rlscape.core.population import evaluate_population
     from rlscape.core.runs import select_checkpoints
-    from rlscape.core.store import RunDir, package_versions
 
     if trials < 1:
         raise RlscapeError(f"--trials must be at least 1, not {trials}")
@@ -269,70 +267,54 @@ def cliff_dive(
             "cliff": [label[s] for s, _ in chosen], "trials": trials, "episodes": episodes, "seed": seed,
             "deterministic": deterministic, "hyperparams": DIVE_HYPERPARAMS}
     spec = json.loads(json.dumps(spec))
-    if out is not None:
-        # finished checkpoints belong to one spec: never reuse them for another
-        done = Path(out) / "steps"
-        if done.is_dir() and any(done.glob("*.npz")) and (overwrite or RunDir(Path(out)).read_spec() != spec):
-            if not overwrite:
-                raise RlscapeError(f"{out} holds a different cliff dive; choose another --out, or pass --overwrite to replace it")
-            shutil.rmtree(done)
-    run = RunDir.prepare(out, spec, overwrite) if out is not None else None
-    if run is not None:
-        run.update_run(status="running", versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       seeds={"update_rollout": f"SeedSequence([{seed}, {DIVE_STREAM:#x}, step, trial]).generate_state(1)[0] % (2**31-1)"
-                                                " (the same for A2C and PPO)",
-                              "env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
-                              "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))"})
+    seeds = {"update_rollout": f"SeedSequence([{seed}, {DIVE_STREAM:#x}, step, trial]).generate_state(1)[0] % (2**31-1)"
+                               " (the same for A2C and PPO)",
+             "env_reset": f"SeedSequence([{seed}, {RESET_STREAM:#x}, episode]).generate_state(1)[0]",
+             "action_noise": f"PCG64(SeedSequence([{seed}, {NOISE_STREAM:#x}, episode]))"}
     A, T = len(DIVE_ALGOS), trials
-    before = np.full((len(chosen), episodes), np.nan)
-    after = np.full((len(chosen), A, T, episodes), np.nan)
-    update_norm = np.full((len(chosen), A, T), np.nan)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(chosen) * (A * T + 1), unit="task", desc="cliff dive", dynamic_ncols=True, mininterval=0.5)
-    try:
-        for i, (step, folder) in enumerate(chosen):
-            part = run.path / "steps" / f"{step:010d}.npz" if run is not None else None
-            if part is not None and part.is_file():
-                with np.load(part) as z:
-                    before[i], after[i], update_norm[i] = z["before"], z["after"], z["update_norm"]
+
+    def one_checkpoint(step: int, folder: Path, run: Run | None = None) -> xr.Dataset:
+        """θ0 and its A·T updates, evaluated as one population on the same episodes."""
+        agent = load_checkpoint(folder)
+        theta0 = agent.parameters("all")
+        members = [theta0]  # member 0: θ0; member 1 + a·T + t: θ after update (algo a, trial t)
+        update_norm = np.full((A, T), np.nan)
+        for a, algo in enumerate(DIVE_ALGOS):
+            for t in range(T):
+                new = one_update(folder, algo, update_seed(seed, step, t), agent=agent).params
+                update_norm[a, t] = math.sqrt(sum(float(np.sum((new[n] - theta0[n]).astype(np.float64) ** 2)) for n in theta0))
+                members.append({n: new[n] for n in theta0})
                 if bar is not None:
-                    bar.update(A * T + 1)
-                continue
-            agent = load_checkpoint(folder)
-            theta0 = agent.parameters("all")
-            members = [theta0]  # member 0: θ0; member 1 + a·T + t: θ after update (algo a, trial t)
-            for a, algo in enumerate(DIVE_ALGOS):
-                for t in range(T):
-                    new = one_update(folder, algo, update_seed(seed, step, t), agent=agent).params
-                    d = {n: new[n] - theta0[n] for n in theta0}
-                    update_norm[i, a, t] = math.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in d.values()))
-                    members.append({n: new[n] for n in theta0})
-                    if bar is not None:
-                        bar.update(1)
-            thetas = {n: np.stack([m[n] for m in members]) for n in theta0}  # O(K·P), all points in one batched call
-            got = evaluate_population(agent, thetas, episodes=episodes, seed=seed, deterministic=deterministic,
-                                      workers=workers).returns.values
-            before[i], after[i] = got[0], got[1:].reshape(A, T, episodes)
-            if bar is not None:
-                bar.update(1)
-            if part is not None:
-                part.parent.mkdir(exist_ok=True)
-                tmp = part.with_name(part.stem + ".tmp.npz")
-                np.savez(tmp, before=before[i], after=after[i], update_norm=update_norm[i])
-                tmp.replace(part)
+                    bar.update(1)
+        thetas = {n: np.stack([m[n] for m in members]) for n in theta0}  # O(K·P), all points in one batched call
+        got = evaluate_population(agent, thetas, episodes=episodes, seed=seed, deterministic=deterministic,
+                                  workers=workers).returns.values
+        if bar is not None:
+            bar.update(1)
+        return xr.Dataset({"before": (("episode",), got[0]), "after": (("algo", "trial", "episode"), got[1:].reshape(A, T, episodes)),
+                           "update_norm": (("algo", "trial"), update_norm)}, attrs={"kind": "cliff-dive-checkpoint"})
+
+    def combine(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
+        ds = dive_dataset([s for s, _ in done], [label[s] for s, _ in done], np.stack([d["before"].values for _, d in done]),
+                          np.stack([d["after"].values for _, d in done]), np.stack([d["update_norm"].values for _, d in done]))
+        ds.attrs.update({**kind_attrs("cliff-dive"), "run": spec["run"], "seed": seed, "episodes": episodes, "trials": trials,
+                         "deterministic": int(deterministic), "hyperparams": json.dumps(DIVE_HYPERPARAMS)})
+        return ds
+
+    try:
+        if out is None:
+            return combine([(step, one_checkpoint(step, folder)) for step, folder in chosen])
+        return over_checkpoints(out, spec, chosen, sub_spec=lambda step, folder: {**spec, "step": int(step), "checkpoint": str(folder)},
+                                compute=one_checkpoint, combine=combine, overwrite=overwrite, progress=False,
+                                record={"seeds": seeds})
     finally:
         if bar is not None:
             bar.close()
-    ds = dive_dataset([s for s, _ in chosen], [label[s] for s, _ in chosen], before, after, update_norm)
-    ds.attrs.update({**kind_attrs("cliff-dive"), "run": spec["run"], "seed": seed, "episodes": episodes, "trials": trials,
-                     "deterministic": int(deterministic), "hyperparams": json.dumps(DIVE_HYPERPARAMS)})
-    if run is not None:
-        run.write_dataset(ds)
-        run.update_run(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return ds
 
 
 def change(r0: np.ndarray, r: np.ndarray) -> np.ndarray:

@@ -119,6 +119,17 @@ def _population(ds: xr.Dataset) -> str:
             if np.isfinite(j).any() else f"{j.size} members, none evaluated")
 
 
+def _regions(ds: xr.Dataset) -> str:
+    d = np.atleast_1d(ds["current_density_pooled"].values)
+    where = f" (step {int(ds['step'].values[0])} → {int(ds['step'].values[-1])})" if "step" in ds.dims else ""
+    return (f"{_num(d[0])}{'' if d.size == 1 else f' → {_num(d[-1])}'} transitions per unit length along the policy's "
+            f"own trajectories{where}; {ds.attrs.get('n_neurons', '?')} neurons")
+
+
+def _regions_plane(ds: xr.Dataset) -> str:
+    return f"{ds.attrs.get('n_regions', '?')} linear regions in the plane ({ds.attrs.get('mode', '')})"
+
+
 def _cliffs(ds: xr.Dataset) -> str:
     return f"{int(ds['cliff'].sum())} of {ds.sizes['step']} checkpoints are cliffs"
 
@@ -167,6 +178,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("stepsize", "stepsize", False, "Step-size search", 1, _stepsize),
     Kind("stepsize-over-training", "stepsize-over-training", True, "Step size over training", 1, _stepsize_over_training),
     Kind("cliffs", "cliffs", True, "Cliff labels", 1, _cliffs),
+    Kind("regions", "regions", False, "Linear regions along segments", 1, _regions),
+    Kind("regions-over-training", "regions", True, "Linear regions over training", 1, _regions),
+    Kind("regions-plane", "regions-plane", False, "Linear regions of a 2-D plane of states", 1, _regions_plane),
     Kind("population", "population", False, "Population of parameter vectors", 1, _population),
     Kind("cliff-dive", "cliff-dive", True, "Cliff dive: one A2C/PPO update at cliffs and elsewhere", 1, _cliff_dive),
     Kind("purd", "purd", False, "Post-update return distribution", 1, _purd),

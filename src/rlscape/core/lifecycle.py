@@ -46,6 +46,13 @@ STEPS = "steps"  # OUT/steps/<10-digit step>/: one ordinary run directory per ch
 #: schema of the results every kind writes; a reader refuses a newer one
 SCHEMA_VERSION = 1
 
+#: version of the evaluator's floating-point arithmetic. Bump it whenever a change to the forward
+#: pass or the env steppers can change a stored number in its last bits: a run computed partly with
+#: another version is not resumed (its finished parts would mix two arithmetics). 2: per-point
+#: forward blocks of a size fixed by the episode budget, one thread (independent of --max-envs and
+#: --workers); 1 (unrecorded): rlscape before that.
+ARITHMETIC_VERSION = 2
+
 _HELD: dict[Path, int] = {}  # run directories this process holds the lock of → nesting depth
 
 
@@ -172,7 +179,12 @@ def open_run(out: str | Path, spec: Mapping[str, Any], *, overwrite: bool = Fals
     try:
         rundir = RunDir.prepare(path, dict(spec), overwrite, owned=tuple(owned))
         previous = rundir.read_run()
+        old_arithmetic = int(previous.get("arithmetic_version", 1)) if previous else ARITHMETIC_VERSION
+        if old_arithmetic != ARITHMETIC_VERSION and rundir.has_results(tuple(owned)):
+            raise RlscapeError(f"{path} was partly computed by an rlscape whose arithmetic differs (version {old_arithmetic}, "
+                               f"now {ARITHMETIC_VERSION}); pass --overwrite to compute it again, or choose another --out")
         rundir.update_run(status="running", kind=spec.get("kind", spec.get("analysis")), schema_version=SCHEMA_VERSION,
+                          arithmetic_version=ARITHMETIC_VERSION,
                           versions=package_versions(), cores=cpu_count(), command=" ".join(sys.argv), started=stamp(),
                           sessions=int(previous.get("sessions", 0)) + 1, error=None)
         run = Run(rundir, spec)
@@ -326,12 +338,14 @@ def checkpoint_or_run(
     overwrite: bool = False,
     progress: bool = True,
     record: Mapping[str, Any] | None = None,
+    combine: Callable[[list[tuple[int, xr.Dataset]]], xr.Dataset] | None = None,
 ) -> xr.Dataset:
     """One analysis of a checkpoint, or of each checkpoint of a training run (``--checkpoints``).
 
     A single checkpoint: ``compute(None, source, run)`` inside ``open_run(out, spec)``. A training
     run: :func:`over_checkpoints`, each checkpoint a sub-run whose spec is ``spec`` with its
-    ``checkpoint`` and ``step``; the datasets gain a leading ``step`` dim and are concatenated.
+    ``checkpoint`` and ``step``; by default the datasets gain a leading ``step`` dim and are
+    concatenated (``combine`` replaces that, e.g. to pad dims whose length differs by step).
     """
     from rlscape.core.runs import checkpoints_label, over_training, select_checkpoints
 
@@ -351,11 +365,12 @@ def checkpoint_or_run(
     def one(step: int, folder: Path, run: Run) -> xr.Dataset:
         return compute(step, folder, run).expand_dims(step=[int(step)])
 
-    def combine(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
+    def stack(done: list[tuple[int, xr.Dataset]]) -> xr.Dataset:
         out_ds = xr.concat([d for _, d in done], dim="step", join="outer", combine_attrs="drop_conflicts")
         out_ds["step"].attrs["long_name"] = "training step of the checkpoint"
         out_ds.attrs["over_training"] = 1
         return out_ds
 
-    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=one, combine=combine, overwrite=overwrite,
+    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=compute if combine else one,
+                            combine=combine or stack, overwrite=overwrite,
                             progress=progress, record={"training_run": str(Path(source).resolve()), **dict(record or {})})

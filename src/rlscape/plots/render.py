@@ -25,6 +25,7 @@ from .interactive import plot_line_html, plot_plane_html
 from .overtrain import render_over_training
 from .population import plot_population
 from .purd import plot_cvar_train, plot_interpolation, plot_purd
+from .regions import plot_regions, plot_regions_plane
 from .static import check_run, plot_line, plot_plane
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ RENDERERS: dict[str, Renderer] = {
     "purd-over-training": lambda ds, out, o: plot_purd(ds, out, o.formats),
     "interpolation": lambda ds, out, o: plot_interpolation(ds, out, o.formats),
     "cvar-train": lambda ds, out, o: plot_cvar_train([ds], out, o.formats),
+    "regions": lambda ds, out, o: plot_regions(ds, out, o.formats),
+    "regions-over-training": lambda ds, out, o: plot_regions(ds, out, o.formats),
+    "regions-plane": lambda ds, out, o: plot_regions_plane(ds, out, o.formats),
 }
 
 

@@ -160,6 +160,13 @@ def _class_name(value: Any, what: str) -> str:
             name = "nn." + name[len(prefix) :]
             break
     name = name.replace("torch.optim.", "th.optim.")
+    if what == "activation_fn" and "." not in name:  # "relu", "ReLU", "leaky_relu" → nn.ReLU, nn.LeakyReLU
+        from torch import nn
+
+        key = name.replace("_", "").lower()
+        found = [c for c in dir(nn) if c.lower() == key and isinstance(getattr(nn, c), type)]
+        if found:
+            name = "nn." + found[0]
     _resolve_class(name, what)
     return name
 
