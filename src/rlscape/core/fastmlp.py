@@ -50,8 +50,8 @@ def _run(chain: Chain, params: dict[str, torch.Tensor], x: torch.Tensor) -> torc
             continue
         prefix, lin = item
         w, b = params.get(prefix + ".weight"), params.get(prefix + ".bias")
-        if w is None:
-            x = torch.nn.functional.linear(x, lin.weight)
+        if w is None:  # shared by all K: a batched product too, so no value depends on how many points share a call
+            x = torch.bmm(x, lin.weight.t().expand(x.shape[0], -1, -1))
         else:
             x = torch.bmm(x, w.transpose(1, 2))
         if b is not None:
