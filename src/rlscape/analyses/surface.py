@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from rlscape.core.dask_executor import check_workers, describe_workers
 from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, difference, load_direction, random_direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
@@ -26,7 +27,7 @@ from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
 from rlscape.core.runs import is_checkpoint
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
-from rlscape.core.store import ChunkData, cpu_count, merge_chunks
+from rlscape.core.store import ChunkData, merge_chunks
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def run_surface(
     agent: Agent | None = None,
     directions: Sequence[Direction | None] = (),
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     max_envs: int | None = None,
     generic_envs: bool = False,
     progress: bool = True,
@@ -220,8 +221,7 @@ def run_surface(
     ``directions`` supplies the in-memory directions that the spec names ``given:<hash>``.
     ``generic_envs`` steps Gymnasium's own envs even where a native batched env exists.
     """
-    if workers is not None and workers < 1:
-        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    check_workers(workers)
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     plan = prepare_surface(spec, agent, directions)
@@ -248,7 +248,7 @@ def prepare_surface(spec: SurfaceSpec, agent: Agent | None = None, directions: S
 
 
 def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarray], dirs: list[Direction],
-                     interpolate: bool, *, workers: int | None = None, max_envs: int | None = None,
+                     interpolate: bool, *, workers: int | Any | None = None, max_envs: int | None = None,
                      generic_envs: bool = False, progress: bool = True) -> xr.Dataset:
     """The computation of a surface inside an open run (``None``: in memory only); resumes its chunks."""
     max_envs = max_envs or agent.env.default_max_envs()
@@ -332,7 +332,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
     ds = build_dataset(spec, ax, merge_chunks(chunks, len(coords)), attrs)
     if run is not None:
         run.record(env_steps_this_session=steps_here[0], env_steps_per_s=round(steps_here[0] / max(wall, 1e-9), 1),
-                   workers=workers or cpu_count(), max_envs=max_envs, env_engine=agent.env.vec_engine(generic_envs))
+                   workers=describe_workers(workers), max_envs=max_envs, env_engine=agent.env.vec_engine(generic_envs))
     log.info("%s done: %d points, %d env steps in %.1f s (%.0f steps/s)", spec.kind, len(coords), steps_here[0], wall,
              steps_here[0] / max(wall, 1e-9))
     return ds
@@ -363,7 +363,7 @@ def plane(
     params: str = "actor",
     out: str | Path | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     env_id: str | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
@@ -406,7 +406,7 @@ def line(
     params: str = "actor",
     out: str | Path | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     env_id: str | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
