@@ -220,6 +220,8 @@ def run_surface(
     ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints);
     ``directions`` supplies the in-memory directions that the spec names ``given:<hash>``.
     ``generic_envs`` steps Gymnasium's own envs even where a native batched env exists.
+    ``workers``: processes (default: all cores) or a ``dask.distributed.Client`` whose cluster
+    runs the same chunks as tasks (core/dask_executor.py; the same numbers).
     """
     check_workers(workers)
     if max_envs is not None and max_envs < 1:
@@ -372,6 +374,7 @@ def plane(
     Returns a Dataset with dims ``alpha`` (g1), ``beta`` (g2), ``episode`` (E). Directions are
     ``"random"`` (seeded Gaussian, normalised), a path to a direction ``.npz``, or a
     :class:`~rlscape.core.directions.Direction` / mapping name → array, used as given.
+    ``workers``: processes (default: all cores) or a ``dask.distributed.Client`` (the same numbers).
     """
     d1, d2 = as_direction(dir1), as_direction(dir2)
     g = (grid, grid) if isinstance(grid, int) else tuple(grid)
@@ -415,6 +418,7 @@ def line(
     Returns a Dataset with dims ``alpha`` (points) and ``episode``. ``range`` defaults to
     (−1, 1) for a direction and (0, 1) for an interpolation. ``direction`` may also be a
     :class:`~rlscape.core.directions.Direction` or a mapping name → array, used as given.
+    ``workers``: processes (default: all cores) or a ``dask.distributed.Client`` (the same numbers).
     """
     d = as_direction(direction)
     loaded = agent if isinstance(agent, Agent) else None
