@@ -7,8 +7,8 @@ both alike. The cluster is started and its workers import torch/SB3/MuJoCo befor
 cluster is long-lived); the payload's scatter and the evaluators' builds are timed, as local
 workers' fork and builds are. The Datasets must be identical (methods.md §11).
 
-    .venv/bin/python benchmarks/dask_overhead.py [--cartpole-grid 21 --cartpole-episodes 10]
-                                                 [--hopper-grid 21 --hopper-steps 1000]
+    .venv/bin/python benchmarks/dask_overhead.py [--cartpole-grid 21 --cartpole-episodes 16]
+                                                 [--hopper-grid 7 --hopper-steps 1000]
 
 Last line: Dask / local throughput (the smaller of the two envs), target ≥ 90 %.
 """
@@ -50,8 +50,8 @@ def _warm() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cartpole-grid", type=int, default=21)
-    parser.add_argument("--cartpole-episodes", type=int, default=10)
-    parser.add_argument("--hopper-grid", type=int, default=21)
+    parser.add_argument("--cartpole-episodes", type=int, default=16)
+    parser.add_argument("--hopper-grid", type=int, default=7)
     parser.add_argument("--hopper-steps", type=int, default=1000)
     parser.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=True,
                         help="local, Dask, Dask, local (default) rather than local, Dask")
