@@ -7,7 +7,7 @@ both alike. The cluster is started and its workers import torch/SB3/MuJoCo befor
 cluster is long-lived); the payload's scatter and the evaluators' builds are timed, as local
 workers' fork and builds are. The Datasets must be identical (methods.md §11).
 
-    .venv/bin/python benchmarks/dask_overhead.py [--cartpole-grid 21 --cartpole-episodes 16]
+    .venv/bin/python benchmarks/dask_overhead.py [--cartpole-grid 21 --cartpole-episodes 32]
                                                  [--hopper-grid 7 --hopper-steps 1000]
 
 Last line: Dask / local throughput (the smaller of the two envs), target ≥ 90 %.
@@ -50,14 +50,17 @@ def _warm() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cartpole-grid", type=int, default=21)
-    parser.add_argument("--cartpole-episodes", type=int, default=16)
+    parser.add_argument("--cartpole-episodes", type=int, default=32)
     parser.add_argument("--hopper-grid", type=int, default=7)
     parser.add_argument("--hopper-steps", type=int, default=1000)
     parser.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=True,
                         help="local, Dask, Dask, local (default) rather than local, Dask")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    import dask
     import distributed
+
+    dask.config.set({"distributed.worker.profile.enabled": False})  # as rlscape's --cluster workers (docs/scale-out.md)
 
     from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
 
