@@ -54,6 +54,20 @@ def test_dask_plane_equals_the_local_plane_bit_for_bit(cartpole_ppo, client, tmp
     assert RunDir(tmp_path / "dask").read_run()["workers"].startswith("dask tcp://127.0.0.1:")
 
 
+def test_a_population_on_dask_equals_the_local_one(cartpole_ppo, client):
+    """Explicit members travel with the agent once per worker; tasks carry member indices."""
+    from rlscape.core.policy import load_checkpoint
+    from rlscape.core.population import evaluate_population
+
+    agent = load_checkpoint(cartpole_ppo)
+    theta = agent.parameters("actor")
+    name = next(n for n in theta if theta[n].ndim == 2)
+    thetas = {name: np.stack([theta[name] * s for s in np.linspace(0.0, 1.5, 7)])}
+    local = evaluate_population(agent, thetas, episodes=3, seed=4, workers=1)
+    remote = evaluate_population(agent, thetas, episodes=3, seed=4, workers=client)
+    xr.testing.assert_identical(local, remote)
+
+
 def test_a_worker_killed_mid_run_loses_nothing(cartpole_ppo, client, tmp_path):
     """SIGKILL a worker that holds chunks, as soon as the first chunk is stored: its chunks run
     again elsewhere and the finished Dataset equals the local one."""
