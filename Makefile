@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade --quiet pip
 	# the CPU build of torch first, so nothing pulls the multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test,box2d]" -c constraints.txt
+	$(BIN)/pip install --quiet -e ".[test,box2d,dask,slurm]" -c constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

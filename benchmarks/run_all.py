@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("5. Common random numbers", ["crn.py"]),
     ("6. Scaling", ["scaling.py"]),
     ("Memory bound", ["memory.py"]),
+    ("Dask executor vs local processes", ["dask_overhead.py"]),
     ("Native classic-control envs vs Gymnasium", ["native_envs.py"]),
     ("Policy-Hessian-vector products vs a per-episode loop", ["hvp_throughput.py", "benchmarks/.cache/CartPole-v1-early", "--episodes", "50"]),
     ("Closed-form gradient/Hessian accuracy", ["closed_form_accuracy.py"]),

@@ -47,6 +47,46 @@ AllCkpts = Annotated[bool, typer.Option("--all-checkpoints", hidden=True, help="
 Ckpts = Annotated[str | None, typer.Option("--checkpoints", help="For a training run: 'all' (the default) or steps a,b,c; one analysis per checkpoint (dim step).")]
 
 
+# -- where the points are evaluated: ONE option set, added to every command that evaluates populations --
+_EXECUTOR_OPTIONS: dict[str, tuple[Any, Any]] = {  # name → (annotation, default)
+    "executor": (Annotated[str, typer.Option("--executor", help="local: processes on this machine (--workers) | dask: a Dask cluster (--scheduler or --cluster).", rich_help_panel="Scale-out")], "local"),
+    "scheduler": (Annotated[str | None, typer.Option("--scheduler", help="With --executor dask: address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: env RLSCAPE_SCHEDULER).", rich_help_panel="Scale-out")], None),
+    "cluster": (Annotated[str | None, typer.Option("--cluster", help="slurm|pbs: start Dask workers as batch jobs (dask-jobqueue).", rich_help_panel="Scale-out")], None),
+    "jobs": (Annotated[int, typer.Option("--jobs", help="With --cluster: batch jobs (nodes) to submit.", rich_help_panel="Scale-out")], 1),
+    "cores": (Annotated[int | None, typer.Option("--cores", help="With --cluster: cores per job (one single-threaded worker each).", rich_help_panel="Scale-out")], None),
+    "memory": (Annotated[str | None, typer.Option("--memory", help="With --cluster: memory per job, e.g. 64GB.", rich_help_panel="Scale-out")], None),
+    "queue": (Annotated[str | None, typer.Option("--queue", help="With --cluster: partition / queue.", rich_help_panel="Scale-out")], None),
+    "walltime": (Annotated[str | None, typer.Option("--walltime", help="With --cluster: wall time per job, e.g. 04:00:00.", rich_help_panel="Scale-out")], None),
+    "dask_timeout": (Annotated[float, typer.Option("--dask-timeout", help="Seconds to wait for the scheduler and its first worker.", rich_help_panel="Scale-out")], 60.0),
+}
+
+
+def scale_out(command: Any) -> Any:
+    """Give ``command`` the executor options; it then receives ``workers`` as a process count (or
+    None) or a connected ``dask.distributed.Client``, resolved once here and closed afterwards."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(command, eval_str=True)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, (annotation, default) in _EXECUTOR_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        from rlscape.core.dask_executor import ExecutorSpec
+
+        opts = {name: kwargs.pop(name) for name in _EXECUTOR_OPTIONS}
+        spec = ExecutorSpec(executor=opts["executor"], workers=kwargs.pop("workers"), scheduler=opts["scheduler"],
+                            cluster=opts["cluster"], jobs=opts["jobs"], cores=opts["cores"], memory=opts["memory"],
+                            queue=opts["queue"], walltime=opts["walltime"], timeout=opts["dask_timeout"])
+        with spec.open() as workers:
+            return command(**kwargs, workers=workers)
+
+    params = list(sig.parameters.values())
+    wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    return wrapper
+
+
 def _pair(text: str, what: str, cast: type = float) -> tuple[Any, Any]:
     parts = [p for p in text.replace(" ", "").split(",") if p != ""]
     try:
@@ -83,6 +123,7 @@ def _plot(out: Path, ds: Any, log_scale: bool = False, formats: tuple[str, ...] 
 
 
 @app.command()
+@scale_out
 def plane(
     checkpoint: Annotated[Path, typer.Argument(help="Folder with model.zip (+ vecnormalize.pkl, env.json) or an SB3 .zip.")],
     out: Out,
@@ -134,6 +175,7 @@ def plane(
 
 
 @app.command()
+@scale_out
 def line(
     checkpoint: Annotated[Path, typer.Argument(help="Folder with model.zip (+ vecnormalize.pkl, env.json) or an SB3 .zip.")],
     out: Out,
@@ -229,6 +271,7 @@ def _surface_over_training(spec: Any, out: Path, checkpoints: str | None, overwr
 
 
 @app.command()
+@scale_out
 def population(
     checkpoint: Annotated[Path, typer.Argument(help="Folder with model.zip (+ vecnormalize.pkl, env.json) or an SB3 .zip.")],
     thetas: Annotated[Path, typer.Option("--thetas", help=".npz of parameter name → array (K, *shape): K explicit parameter vectors.")],
@@ -264,6 +307,7 @@ def population(
 
 
 @app.command()
+@scale_out
 def curve(
     run: Annotated[Path, typer.Argument(help="A training run: DIR/checkpoints/<step>/model.zip (as `rlscape train` writes).")],
     out: Out,
@@ -357,6 +401,7 @@ def train(
 # -- step size and cliffs (methods.md §6) ---------------------------------------------------------
 
 @app.command()
+@scale_out
 def stepsize(
     target: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip, or an SB3 .zip) or a training run (DIR/checkpoints/<step>/).")],
     out: Out,
@@ -444,6 +489,7 @@ def _steps(text: str | None, what: str) -> list[int]:
 
 
 @app.command("cliff-dive")
+@scale_out
 def cliff_dive(
     run: Annotated[Path, typer.Argument(help="A training run (DIR/checkpoints/<step>/) of a PPO/A2C agent.")],
     out: Out,

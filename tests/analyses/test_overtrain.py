@@ -144,7 +144,8 @@ def test_curve_equals_the_centre_of_a_plane_at_the_same_seed(ppo_run, tmp_path, 
             np.testing.assert_array_equal(curve[v].sel(step=step).values, single[v].sel(alpha=0, beta=0).values)
         np.testing.assert_allclose(curve.value_mean.sel(step=step), single.value_mean.sel(alpha=0, beta=0))
     # resumable: after a crash, stored checkpoints are not evaluated again
-    (tmp_path / "curve" / "run.json").write_text(json.dumps({"status": "running"}))
+    info = json.loads((tmp_path / "curve" / "run.json").read_text())
+    (tmp_path / "curve" / "run.json").write_text(json.dumps({**info, "status": "running"}))
     shutil.rmtree(tmp_path / "curve" / "steps" / "0000001024")
     evaluated = []
     real = overtrain.evaluate_checkpoint

@@ -127,9 +127,11 @@ def test_cliffs_refuses_a_run_that_is_not_a_line_over_training(cartpole_ppo, tmp
     assert code == 2 and "(step, alpha" in err
 
 
-def test_a_training_run_needs_all_checkpoints(tiny_ppo_run, tmp_path, capsys):
+def test_a_training_run_means_every_checkpoint(tiny_ppo_run, tmp_path, capsys):
+    """One meaning of --checkpoints in every command: a training run without it is every checkpoint."""
     code, _, err = run_cli(["stepsize", tiny_ppo_run, "--out", tmp_path / "x", *FAST], capsys)
-    assert code == 2 and "--all-checkpoints" in err
+    assert code == 0, err
+    assert xr.open_zarr(tmp_path / "x" / "results.zarr").step.values.tolist() == [0, 1024, 2048]
 
 
 def test_stepsize_along_the_gradient(cartpole_ppo, tmp_path, capsys):

@@ -236,7 +236,7 @@ def cliff_dive(
     episodes: int = 100,
     seed: int = 0,
     deterministic: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> xr.Dataset:

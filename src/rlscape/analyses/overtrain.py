@@ -28,6 +28,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from rlscape.analyses.surface import build_dataset, evaluate_surface, prepare_surface
+from rlscape.core.dask_executor import check_workers, is_client
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
 from rlscape.core.execute import evaluate_points
@@ -106,7 +107,7 @@ def run_surface_over_training(
     *,
     checkpoints: str | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     max_envs: int | None = None,
     generic_envs: bool = False,
     progress: bool = True,
@@ -119,8 +120,7 @@ def run_surface_over_training(
     run_dir = Path(spec.checkpoint)
     if spec.vecnormalize:
         raise RlscapeError("--vecnormalize does not apply to a training run: each checkpoint's own vecnormalize.pkl is used; drop it")
-    if workers is not None and workers < 1:
-        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    check_workers(workers)
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     selected = select_checkpoints(run_dir, checkpoints)
@@ -165,8 +165,11 @@ class CurveSpec(BaseModel):
         return str(Path(v).expanduser().resolve())
 
 
-def evaluate_checkpoint(spec: CurveSpec, max_envs: int | None, step: int, folder: Path, run: Run | None = None) -> xr.Dataset:
-    """θ of one checkpoint as a single point: its one-step Dataset (dims ``step``, ``episode``)."""
+def evaluate_checkpoint(spec: CurveSpec, max_envs: int | None, step: int, folder: Path, run: Run | None = None, *,
+                        workers: int | Any = 1) -> xr.Dataset:
+    """θ of one checkpoint as a single point: its one-step Dataset (dims ``step``, ``episode``).
+
+    ``workers``: 1 (here), or a Dask client that evaluates the point as one task."""
     import torch
 
     threads = torch.get_num_threads()
@@ -177,7 +180,7 @@ def evaluate_checkpoint(spec: CurveSpec, max_envs: int | None, step: int, folder
     check_finite(theta, f"checkpoint {folder}")
     got: list[BlockResult] = []
     evaluate_points(agent, theta, [], np.zeros((1, 0)), np.array([0]), Budget(episodes=ev.episodes, steps=ev.steps),
-                    seed=ev.seed, deterministic=ev.deterministic, workers=1, max_envs=max_envs,
+                    seed=ev.seed, deterministic=ev.deterministic, workers=workers, max_envs=max_envs,
                     on_chunk=lambda _pts, res: got.append(res))
     torch.set_num_threads(threads)
     res = got[0]
@@ -195,7 +198,7 @@ def run_curve(
     out: str | Path,
     *,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     max_envs: int | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
@@ -207,8 +210,7 @@ def run_curve(
     it is done; a rerun skips the finished ones. ``workers`` processes (default: all cores)
     evaluate one checkpoint each at a time.
     """
-    if workers is not None and workers < 1:
-        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    check_workers(workers)
     selected = select_checkpoints(spec.run, None if spec.checkpoints == "all" else spec.checkpoints)
     base = spec.model_dump(mode="json")
 
@@ -220,9 +222,12 @@ def run_curve(
         ds.attrs["has_critic"] = int(all(int(d.attrs.get("has_critic", 0)) for _, d in done))
         return ds
 
-    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=partial(evaluate_checkpoint, spec, max_envs),
-                            combine=combine, overwrite=overwrite, progress=progress,
-                            workers=cpu_count() if workers is None else workers, record={"training_run": spec.run})
+    if is_client(workers):  # one checkpoint at a time, as one task on the cluster
+        compute, processes = partial(evaluate_checkpoint, spec, max_envs, workers=workers), 1
+    else:
+        compute, processes = partial(evaluate_checkpoint, spec, max_envs), cpu_count() if workers is None else workers
+    return over_checkpoints(out, base, selected, sub_spec=sub_spec, compute=compute, combine=combine, overwrite=overwrite,
+                            progress=progress, workers=processes, record={"training_run": spec.run})
 
 
 def curve_dataset(spec: CurveSpec, steps: list[int], results: list[tuple[dict[str, np.ndarray], dict[str, Any]]]) -> xr.Dataset:

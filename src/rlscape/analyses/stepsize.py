@@ -31,6 +31,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from rlscape.analyses.surface import direction_episode_seeds, make_directions
+from rlscape.core.dask_executor import check_workers, describe_workers
 from rlscape.core.directions import DIRECTION_STREAM, Direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
@@ -41,7 +42,6 @@ from rlscape.core.params import check_finite
 from rlscape.core.policy import Agent, load_checkpoint
 from rlscape.core.runs import checkpoints_label, select_checkpoints
 from rlscape.core.spec import EvalSpec, SurfaceSpec
-from rlscape.core.store import cpu_count
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def stepsize(
     *,
     agent: Agent | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     max_envs: int | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
@@ -285,8 +285,7 @@ def stepsize(
     numbers), J(θ) included. Returns a Dataset with dims ``alpha`` (every evaluated step, sorted,
     0 first) and ``episode``; α* and the search's diagnostics are attributes.
     """
-    if workers is not None and workers < 1:
-        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    check_workers(workers)
     if agent is None:
         agent = load_checkpoint(spec.checkpoint, spec.env_id, vecnormalize=spec.vecnormalize, algo=spec.algo)
     plan = _checked(spec, agent)
@@ -310,7 +309,7 @@ def _checked(spec: StepSizeSpec, agent: Agent) -> tuple[Agent, dict[str, np.ndar
 
 
 def search_step_size(run: Run | None, spec: StepSizeSpec, agent: Agent, theta0: dict[str, np.ndarray], d: Direction,
-                     interpolate: bool, *, workers: int | None = None, max_envs: int | None = None,
+                     interpolate: bool, *, workers: int | Any | None = None, max_envs: int | None = None,
                      progress: bool = True) -> xr.Dataset:
     """The search inside an open run (``None``: in memory); evaluations are cached there for a resume."""
     max_envs = max_envs or agent.env.default_max_envs()
@@ -363,7 +362,7 @@ def search_step_size(run: Run | None, spec: StepSizeSpec, agent: Agent, theta0: 
     ds = build_stepsize_dataset(result, cache, attrs)
     if run is not None:
         run.record(env_steps_this_session=steps_taken[0], alpha_star=result.alpha, search_status=result.status,
-                   n_evaluations=result.n_evaluations, n_rounds=result.n_rounds, workers=workers or cpu_count(),
+                   n_evaluations=result.n_evaluations, n_rounds=result.n_rounds, workers=describe_workers(workers),
                    search_wall_time_s=round(wall, 3))
     log.info("α* = %.4g (%s) after %d evaluations in %d rounds; J(θ) = %.4g, threshold %.4g",
              result.alpha, result.status, result.n_evaluations, result.n_rounds, result.j0, result.threshold)
@@ -421,7 +420,7 @@ def stepsize_over_training(
     *,
     checkpoints: str | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     max_envs: int | None = None,
     progress: bool = True,
 ) -> xr.Dataset:

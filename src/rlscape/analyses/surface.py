@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from rlscape.core.dask_executor import check_workers, describe_workers
 from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, difference, load_direction, random_direction
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds, point_summaries
@@ -27,7 +28,7 @@ from rlscape.core.params import check_compatible, check_finite
 from rlscape.core.policy import Agent, load_checkpoint, resolve_model_zip
 from rlscape.core.runs import is_checkpoint
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
-from rlscape.core.store import ChunkData, cpu_count, merge_chunks
+from rlscape.core.store import ChunkData, merge_chunks
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def run_surface(
     agent: Agent | None = None,
     directions: Sequence[Direction | None] = (),
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     max_envs: int | None = None,
     generic_envs: bool = False,
     progress: bool = True,
@@ -193,9 +194,10 @@ def run_surface(
     ``agent`` overrides loading ``spec.checkpoint`` (for policies that are not SB3 checkpoints);
     ``directions`` supplies the in-memory directions that the spec names ``given:<hash>``.
     ``generic_envs`` steps Gymnasium's own envs even where a native batched env exists.
+    ``workers``: processes (default: all cores) or a ``dask.distributed.Client`` whose cluster
+    runs the same chunks as tasks (core/dask_executor.py; the same numbers).
     """
-    if workers is not None and workers < 1:
-        raise RlscapeError(f"--workers must be at least 1, not {workers}")
+    check_workers(workers)
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"--max-envs must be at least 1, not {max_envs}")
     plan = prepare_surface(spec, agent, directions)
@@ -222,7 +224,7 @@ def prepare_surface(spec: SurfaceSpec, agent: Agent | None = None, directions: S
 
 
 def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: dict[str, np.ndarray], dirs: list[Direction],
-                     interpolate: bool, *, workers: int | None = None, max_envs: int | None = None,
+                     interpolate: bool, *, workers: int | Any | None = None, max_envs: int | None = None,
                      generic_envs: bool = False, progress: bool = True) -> xr.Dataset:
     """The computation of a surface inside an open run (``None``: in memory only); resumes its chunks."""
     max_envs = max_envs or agent.env.default_max_envs()
@@ -306,7 +308,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
     ds = build_dataset(spec, ax, merge_chunks(chunks, len(coords)), attrs)
     if run is not None:
         run.record(env_steps_this_session=steps_here[0], env_steps_per_s=round(steps_here[0] / max(wall, 1e-9), 1),
-                   workers=workers or cpu_count(), max_envs=max_envs, env_engine=agent.env.vec_engine(generic_envs))
+                   workers=describe_workers(workers), max_envs=max_envs, env_engine=agent.env.vec_engine(generic_envs))
     log.info("%s done: %d points, %d env steps in %.1f s (%.0f steps/s)", spec.kind, len(coords), steps_here[0], wall,
              steps_here[0] / max(wall, 1e-9))
     return ds
@@ -337,7 +339,7 @@ def plane(
     params: str = "actor",
     out: str | Path | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     env_id: str | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
@@ -346,6 +348,7 @@ def plane(
     Returns a Dataset with dims ``alpha`` (g1), ``beta`` (g2), ``episode`` (E). Directions are
     ``"random"`` (seeded Gaussian, normalised), a path to a direction ``.npz``, or a
     :class:`~rlscape.core.directions.Direction` / mapping name → array, used as given.
+    ``workers``: processes (default: all cores) or a ``dask.distributed.Client`` (the same numbers).
     """
     d1, d2 = as_direction(dir1), as_direction(dir2)
     g = (grid, grid) if isinstance(grid, int) else tuple(grid)
@@ -380,7 +383,7 @@ def line(
     params: str = "actor",
     out: str | Path | None = None,
     overwrite: bool = False,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     env_id: str | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
@@ -389,6 +392,7 @@ def line(
     Returns a Dataset with dims ``alpha`` (points) and ``episode``. ``range`` defaults to
     (−1, 1) for a direction and (0, 1) for an interpolation. ``direction`` may also be a
     :class:`~rlscape.core.directions.Direction` or a mapping name → array, used as given.
+    ``workers``: processes (default: all cores) or a ``dask.distributed.Client`` (the same numbers).
     """
     d = as_direction(direction)
     loaded = agent if isinstance(agent, Agent) else None

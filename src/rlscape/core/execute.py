@@ -105,7 +105,7 @@ def evaluate_points(
     *,
     seed: int,
     deterministic: bool,
-    workers: int | None = None,
+    workers: int | Any | None = None,
     max_envs: int | None = None,
     generic: bool = False,
     on_chunk: Callable[[np.ndarray, BlockResult], None],
@@ -120,7 +120,15 @@ def evaluate_points(
     point indices only, so building and shipping N members costs O(N·P). ``todo`` holds the flat
     indices still to compute. Returns the number of env steps taken. ``workers`` defaults to all cores; 1 runs in this process. ``generic``
     forces Gymnasium envs where a native batched env exists (the results are the same).
+    ``workers`` may also be a ``dask.distributed.Client``: the same chunks run as tasks on its cluster.
     """
+    # -- Dask hook: a client instead of a process count (core/dask_executor.py) --
+    from rlscape.core.dask_executor import evaluate_points_dask, is_client
+
+    if is_client(workers):
+        return evaluate_points_dask(workers, agent, base, basis, coords, todo, budget, seed=seed, deterministic=deterministic,
+                                    max_envs=max_envs, generic=generic, on_chunk=on_chunk, progress=progress, members=members)
+    # -- end of the Dask hook --
     workers = cpu_count() if workers is None else int(workers)
     if workers < 1:
         raise RlscapeError(f"--workers must be at least 1, not {workers}")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from rlscape.core.dask_executor import check_workers
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, episode_seeds, point_summaries
 from rlscape.core.execute import evaluate_points
@@ -100,8 +101,7 @@ def evaluate_population(
     ``discounted_return_mean``, ``n_episodes`` (+ ``value_mean``, ``td_error_mean`` with a
     critic) per member. With ``out``, a resumable run directory (kind ``population``).
     """
-    if workers is not None and workers < 1:
-        raise RlscapeError(f"workers must be at least 1, not {workers}")
+    check_workers(workers)
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"max_envs must be at least 1, not {max_envs}")
     ev = EvalSpec.from_budget(episodes, steps, seed, deterministic)

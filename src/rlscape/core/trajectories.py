@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import NoiseTable, episode_seeds, noise_spec, reset_seed, select_actions
+from rlscape.core.evaluate import Budget, NoiseTable, block_rows, episode_seeds, noise_spec, reset_seed, select_actions
 from rlscape.core.fastmlp import Forward, fast_mlp_forward
 from rlscape.core.forward import make_forward
 from rlscape.core.policy import CATEGORICAL, GAUSSIAN, SQUASHED, Agent
@@ -106,11 +106,14 @@ def check_stochastic(agent: Agent, what: str, update_hint: bool = True) -> None:
 
 
 def collect(agent: Agent, episodes: int, seed: int, *, stream: str = "evaluation", first_episode: int = 0,
-            max_envs: int | None = None, generic: bool = False, progress: bool = False) -> Trajectories:
+            max_envs: int | None = None, generic: bool = False, progress: bool = False,
+            rows: int | None = None) -> Trajectories:
     """Sample episodes ``first_episode … first_episode + episodes − 1`` of ``stream`` at the agent's θ.
 
     Up to ``max_envs`` episodes (default: the env family's, as the evaluator) run in lock-step
-    with one batched forward per time step; the result does not depend on ``max_envs``.
+    with one batched forward per time step, in blocks of ``rows`` episodes as the evaluator's
+    forward sees them (default :func:`~rlscape.core.evaluate.block_rows` of an ``episodes``
+    budget), so the result equals the evaluator's and does not depend on ``max_envs``.
     ``generic`` forces Gymnasium envs instead of a native batched env (for tests).
     """
     check_stochastic(agent, "the policy gradient")
@@ -129,10 +132,11 @@ def collect(agent: Agent, episodes: int, seed: int, *, stream: str = "evaluation
     # the actor's parameters stacked as one point (K = 1), passed as the evaluator passes them, so
     # the same kernels compute the same actions
     params = {Agent.functional_name(n): torch.from_numpy(np.ascontiguousarray(v))[None] for n, v in agent.parameters("actor").items()}
+    R = int(rows or block_rows(Budget(episodes=episodes)))
     parts = []
     try:
         for b0 in range(0, episodes, max_envs):
-            o, a, r, ep, tt, lengths = _lockstep(agent, venv, forward, params, ids[b0 : b0 + max_envs], seed, tag)
+            o, a, r, ep, tt, lengths = _lockstep(agent, venv, forward, params, ids[b0 : b0 + max_envs], seed, tag, R)
             parts.append((o, a, r, ep + b0, tt, lengths))
             if bar is not None:
                 bar.update(len(lengths))
@@ -156,7 +160,8 @@ def collect_steps(agent: Agent, steps: int, seed: int, *, stream: str = "evaluat
     parts: list[Trajectories] = []
     total, first, n = 0, 0, 16
     while total < steps:
-        parts.append(collect(agent, n, seed, stream=stream, first_episode=first, max_envs=max_envs))
+        parts.append(collect(agent, n, seed, stream=stream, first_episode=first, max_envs=max_envs,
+                             rows=block_rows(Budget(steps=steps))))
         total += parts[-1].n_steps
         first += n
         n *= 2
@@ -180,23 +185,33 @@ def concatenate(parts: list[Trajectories]) -> Trajectories:
 
 
 @torch.inference_mode()
-def _lockstep(agent: Agent, venv: VecEnv, forward: Forward, params: dict[str, torch.Tensor], ids: np.ndarray, seed: int, tag: int | None) -> tuple[np.ndarray, ...]:
-    """Episodes ``ids`` to completion: (obs, actions, rewards, episode 0..n−1, t) per step, episode-major, and lengths (n,)."""
+def _lockstep(agent: Agent, venv: VecEnv, forward: Forward, params: dict[str, torch.Tensor], ids: np.ndarray, seed: int,
+              tag: int | None, rows: int) -> tuple[np.ndarray, ...]:
+    """Episodes ``ids`` to completion: (obs, actions, rewards, episode 0..n−1, t) per step, episode-major, and lengths (n,).
+
+    The forward pass sees blocks of ``rows`` episodes (finished ones keep their last observation,
+    the last block is padded with zeros), exactly the shapes the evaluator uses: one row's numbers
+    never depend on the others."""
     n = len(ids)
+    nb = -(-n // rows)
+    params = {k: v.repeat_interleave(nb, 0) for k, v in params.items()}
     obs = np.array(venv.reset([reset_seed(seed, int(e), tag) for e in ids]), order="C")
     width, kind = noise_spec(agent)
     noise = NoiseTable(seed, ids, width, kind, tag)
     space = agent.action_space
     box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
     obs_shape = obs.shape[1:]
+    x_pad = torch.zeros((nb * rows, *obs_shape))
     live = np.ones(n, bool)
     lengths = np.zeros(n, np.int64)
     rec_obs, rec_act, rec_rew, rec_ep, rec_t = [], [], [], [], []
     t = 0
     while live.any():
-        idx = np.flatnonzero(live)  # only live episodes are forwarded: each row's outputs are its own
-        x = torch.from_numpy(np.ascontiguousarray(obs[idx], np.float32)).reshape(1, idx.size, *obs_shape)
-        out = forward(params, x)
+        idx = np.flatnonzero(live)
+        x_pad[:n] = torch.from_numpy(np.ascontiguousarray(obs, np.float32))
+        full = forward(params, x_pad.reshape(nb, rows, *obs_shape))
+        out = {key: val.reshape(1, nb * rows, *val.shape[2:])[:, idx] for key, val in full.items()}
+        x = x_pad[idx][None]
         z = noise.at(t)[idx]
         a = select_actions(agent, out, z, False)[0]
         if agent.kind == CATEGORICAL:
