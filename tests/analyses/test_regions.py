@@ -19,7 +19,7 @@ from rlscape.analyses.regions import (
     run_regions,
     to_input,
 )
-from rlscape.analyses.train import parse_hyperparams, resolve_hyperparams, sb3_kwargs
+from rlscape.training.train import parse_hyperparams, resolve_hyperparams, sb3_kwargs
 from rlscape.core.errors import RlscapeError
 from rlscape.core.piecewise import PiecewiseLinear, count_segments, dense_counts, partition_plane, plane_basis
 from rlscape.core.policy import load_checkpoint

@@ -46,7 +46,7 @@ def test_regions_plane_state_space(run_dir, tmp_path, capsys):
     assert code == 0, err
     assert "regions; areas sum to" in stdout and (out / "plots" / "regions_plane.png").is_file()
     ds = xr.open_zarr(out / "results.zarr")
-    assert ds.attrs["kind"] == "regions_plane" and ds.attrs["area_sum"] == pytest.approx(ds.attrs["box_area"])
+    assert ds.attrs["kind"] == "regions-plane" and ds.attrs["area_sum"] == pytest.approx(ds.attrs["box_area"])
 
 
 @pytest.mark.parametrize("args, match", [
