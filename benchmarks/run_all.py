@@ -29,6 +29,8 @@ BENCHMARKS = [
     ("Native classic-control envs vs Gymnasium", ["native_envs.py"]),
     ("Policy-Hessian-vector products vs a per-episode loop", ["hvp_throughput.py", "benchmarks/.cache/CartPole-v1-early", "--episodes", "50"]),
     ("Closed-form gradient/Hessian accuracy", ["closed_form_accuracy.py"]),
+    ("Linear regions: exact counting vs dense sampling", ["regions.py"]),
+    ("PURD: TD3 Hopper updates + evaluation vs raw stepping", ["purd_hopper.py"]),
 ]
 
 
