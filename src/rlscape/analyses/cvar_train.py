@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import model_validator
 
 from rlscape.analyses.purd import (
     PartialResults,
@@ -46,6 +46,7 @@ from rlscape.core.errors import RlscapeError
 from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.policy import Agent
+from rlscape.core.spec import CheckpointSpec
 from rlscape.core.updater import ON_POLICY, Updater, UpdaterState
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,10 @@ _RESULTS, _STATE = "proposals.npz", "state.pt"
 STATS = ("mean", "ltp", "cvar")
 
 
-class CvarTrainSpec(BaseModel):
+class CvarTrainSpec(CheckpointSpec):
     """What one Algorithm-1 run asks for (the identity of its run directory)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: Literal["cvar-train"] = "cvar-train"
-    checkpoint: str
-    env_id: str | None = None
-    vecnormalize: str | None = None
-    algo: str | None = None
     proposals: int = 40
     alpha: float = 0.1
     reject: bool = True
@@ -76,11 +71,6 @@ class CvarTrainSpec(BaseModel):
     ltp_fraction: float = 0.5
     bins: int = 100
     bootstrap: int = 200
-
-    @field_validator("checkpoint", "vecnormalize")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        return None if v is None else str(Path(v).expanduser().resolve())
 
     @model_validator(mode="after")
     def _check(self) -> CvarTrainSpec:

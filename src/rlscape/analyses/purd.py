@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import model_validator
 
 from rlscape import stats
 from rlscape.analyses.overtrain import combine_steps
@@ -46,6 +46,7 @@ from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run, over_checkpoints
 from rlscape.core.policy import CATEGORICAL, QVALUES, Agent, load_checkpoint
 from rlscape.core.runs import checkpoints_label, select_checkpoints
+from rlscape.core.spec import CheckpointSpec
 from rlscape.core.updater import ON_POLICY, Updater
 
 log = logging.getLogger(__name__)
@@ -59,16 +60,10 @@ _SAMPLES = "samples.npz"  # finished updates of an unfinished run (resume)
 
 # -- the spec --------------------------------------------------------------------------------------
 
-class PurdSpec(BaseModel):
+class PurdSpec(CheckpointSpec):
     """What one PURD asks for (the identity of its run directory)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: Literal["purd"] = "purd"
-    checkpoint: str
-    env_id: str | None = None
-    vecnormalize: str | None = None
-    algo: str | None = None
     updates: int = 1000
     seed: int = 0
     deterministic: bool = True
@@ -83,11 +78,6 @@ class PurdSpec(BaseModel):
     bootstrap: int = 1000
     churn_states: int = 256
     chunk: int = 250
-
-    @field_validator("checkpoint", "vecnormalize")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        return None if v is None else str(Path(v).expanduser().resolve())
 
     @model_validator(mode="after")
     def _check(self) -> PurdSpec:

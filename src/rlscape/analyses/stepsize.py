@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import model_validator
 
 from rlscape.analyses.surface import direction_episode_seeds, make_directions
 from rlscape.core.dask_executor import check_workers, describe_workers
@@ -41,7 +41,7 @@ from rlscape.core.lifecycle import Run, open_run, over_checkpoints
 from rlscape.core.params import check_finite
 from rlscape.core.policy import Agent, load_checkpoint
 from rlscape.core.runs import checkpoints_label, select_checkpoints
-from rlscape.core.spec import EvalSpec, SurfaceSpec
+from rlscape.core.spec import CheckpointSpec, EvalSpec, SurfaceSpec
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +187,10 @@ def find_step_size(
 
 # -- the agent wrapper -----------------------------------------------------------------------------
 
-class StepSizeSpec(BaseModel):
+class StepSizeSpec(CheckpointSpec):
     """What one step-size search asks for (the identity of its run directory)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: Literal["stepsize"] = "stepsize"
-    checkpoint: str
-    env_id: str | None = None
-    vecnormalize: str | None = None
-    algo: str | None = None
     direction: str = "random"
     normalization: Literal["filter", "layer", "none"] = "filter"
     bias: Literal["ignore", "normalize"] = "ignore"
@@ -209,11 +203,6 @@ class StepSizeSpec(BaseModel):
     scale: Literal["unit", "match", "raw"] | None = None
     gradient_episodes: int = 100
     evaluation: EvalSpec = EvalSpec()
-
-    @field_validator("checkpoint", "vecnormalize")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        return None if v is None else str(Path(v).expanduser().resolve())
 
     @model_validator(mode="after")
     def _bounds(self) -> StepSizeSpec:

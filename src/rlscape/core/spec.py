@@ -45,6 +45,22 @@ class EvalSpec(BaseModel):
         return self
 
 
+class CheckpointSpec(BaseModel):
+    """The fields every analysis of one checkpoint shares: where it is and how to load it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: str
+    env_id: str | None = None
+    vecnormalize: str | None = None
+    algo: str | None = None
+
+    @field_validator("checkpoint", "vecnormalize")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return None if v is None else str(Path(v).expanduser().resolve())
+
+
 class SurfaceSpec(BaseModel):
     """A plane (two directions) or a line (one direction, or θ1→θ2 interpolation)."""
 
