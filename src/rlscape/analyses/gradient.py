@@ -16,6 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -143,7 +144,7 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
     spec = {"kind": "gradient", "source": str(Path(source).resolve()), "episodes": episodes, "steps": steps, "estimator": kind,
             "baseline": baseline, "gamma": gamma, "params": which, "seed": seed, "n_batches": n_batches,
             "env_id": env_id, "algo": algo}
-    seeds = {"batches": "episodes split in order into n_batches contiguous batches",
+    seeds: dict[str, Any] = {"batches": "episodes split in order into n_batches contiguous batches",
              "baseline": "mean: leave-one-out mean return of the other episodes of the batch"}
     seeds.update({"update": f"SeedSequence([{seed}, {UPDATE_BATCH_STREAM:#x}, batch]) per independent update"} if kind == "update"
                  else {"direction_episodes": stream_seeds(seed, "direction")})

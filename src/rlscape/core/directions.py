@@ -63,7 +63,7 @@ class Direction:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.meta, norm=self.norm, names=list(self.values), shapes=[list(v.shape) for v in self.values.values()])
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **self.values, **{_META_KEY: np.array(json.dumps(meta))})
+        np.savez(tmp, **self.values, **{_META_KEY: np.array(json.dumps(meta))})  # type: ignore[arg-type]  # numpy stubs: **arrays read as allow_pickle
         tmp.replace(path)
 
 

@@ -12,7 +12,7 @@ import logging
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -105,7 +105,7 @@ class StackLastAxis(gym.Wrapper):
         self._stack[..., -self._c :] = obs
         return self._stack.copy(), info
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._stack = np.roll(self._stack, -self._c, axis=-1)
         self._stack[..., -self._c :] = obs
@@ -118,6 +118,8 @@ class _ChannelFirst(gym.ObservationWrapper):
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         space = env.observation_space
+        if not isinstance(space, gym.spaces.Box):
+            raise RlscapeError(f"channel_first needs image (Box) observations, not {space}; drop channel_first")
         self.observation_space = gym.spaces.Box(
             np.transpose(space.low, (2, 0, 1)), np.transpose(space.high, (2, 0, 1)), dtype=space.dtype
         )

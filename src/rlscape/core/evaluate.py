@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from rlscape.core.fastmlp import fast_mlp_forward
-from rlscape.core.forward import make_forward
+from rlscape.core.forward import SkippingForward, make_forward
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
 
@@ -115,7 +116,7 @@ class NoiseTable:
     never depends on which episodes share the table.
     """
 
-    def __init__(self, seed: int, episode_ids: Sequence[int], width: int, kind: str, stream: int | None = None) -> None:
+    def __init__(self, seed: int, episode_ids: Sequence[int] | np.ndarray, width: int, kind: str, stream: int | None = None) -> None:
         self.kind, self.width = kind, width
         self.rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(_key(seed, stream, NOISE_STREAM, e))))
                      for e in episode_ids]
@@ -139,7 +140,7 @@ def noise_spec(agent: Agent) -> tuple[int, str]:
     if agent.kind == CATEGORICAL:
         return int(space.n), "uniform"  # Gumbel-max
     if agent.kind in (GAUSSIAN, SQUASHED):
-        return int(np.prod(space.shape)), "normal"
+        return int(np.prod(_box(space, agent.kind).shape)), "normal"
     if agent.kind == QVALUES:
         return 2, "uniform"  # ε decision, random action
     return 0, "none"
@@ -159,30 +160,45 @@ def select_actions(agent: Agent, out: Mapping[str, torch.Tensor], noise: np.ndar
     if kind == CATEGORICAL:
         logits = out["logits"]
         if not deterministic:
-            u = z.clamp(1e-12, 1 - 1e-7)
+            u = _noise(z).clamp(1e-12, 1 - 1e-7)
             logits = logits - torch.log(-torch.log(u))
         return logits.argmax(-1).numpy()
     if kind == QVALUES:
         greedy = out["q"].argmax(-1).numpy()
         if deterministic or agent.exploration_rate <= 0:
             return greedy
-        zz = z[0].numpy()
+        zz = _noise(z)[0].numpy()
         explore = zz[:, 0] < agent.exploration_rate
         random_action = np.minimum((zz[:, 1] * space.n).astype(np.int64), space.n - 1)
         return np.where(explore[None, :], random_action[None, :], greedy)
     if kind in (GAUSSIAN, SQUASHED):
         a = out["mean"]
         if not deterministic:
-            a = a + torch.exp(out["log_std"]) * z.reshape(1, z.shape[1], *a.shape[2:])
+            zg = _noise(z)
+            a = a + torch.exp(out["log_std"]) * zg.reshape(1, zg.shape[1], *a.shape[2:])
         if kind == SQUASHED:
-            return _rescale(torch.tanh(a).numpy(), space)
+            return _rescale(torch.tanh(a).numpy(), _box(space, kind))
         return np.clip(a.numpy(), space.low, space.high)
     if kind == TANH:
-        return _rescale(out["action"].numpy(), space)
+        return _rescale(out["action"].numpy(), _box(space, kind))
     if kind == ACTION:
-        a = out["action"].numpy()
-        return np.clip(a, space.low, space.high) if isinstance(space, gym.spaces.Box) else a
+        action = out["action"].numpy()
+        return np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box) else action
     raise ValueError(f"unknown head kind {kind}")
+
+
+def _noise(z: torch.Tensor | None) -> torch.Tensor:
+    """The episode noise a stochastic head samples with (None only when acting deterministically)."""
+    if z is None:
+        raise ValueError("stochastic actions need the episode noise; pass noise or deterministic=True")
+    return z
+
+
+def _box(space: gym.Space, kind: str) -> gym.spaces.Box:
+    """``space`` as the Box a continuous head (``kind``) acts in."""
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"a {kind} head needs a Box action space, not {space}")
+    return space
 
 
 def _rescale(a: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
@@ -246,6 +262,7 @@ class PopulationEvaluator:
         try:
             if budget.episodes is not None:
                 return self._evaluate_episodes(coords, budget.episodes)
+            assert budget.steps is not None  # Budget holds exactly one of episodes and steps
             return self._evaluate_steps(coords, int(budget.steps))
         finally:
             torch.set_num_threads(threads)
@@ -343,7 +360,7 @@ class PopulationEvaluator:
             x = x_pad.reshape(Kw * nb, R, *obs_shape)
             if skips_inactive:  # forward only the blocks with an env still running or a value still owed
                 wanted[:, :Ew] = (live | pending).reshape(Kw, Ew)
-                out = self._forward(params, x, active=wanted.reshape(Kw * nb, R).any(axis=1))
+                out = cast(SkippingForward, self._forward)(params, x, active=np.asarray(wanted.reshape(Kw * nb, R).any(axis=1)))
             else:
                 out = self._forward(params, x)
             out = {key: val.reshape(Kw, nb * R, *val.shape[2:]) for key, val in out.items()}

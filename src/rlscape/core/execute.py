@@ -136,7 +136,7 @@ def evaluate_points(
     per_rect = max(1, max_envs // (budget.episodes or 1)) if budget.episodes else max_envs
     chunks = chunk_points(np.asarray(todo, np.int64), per_rect, workers)
     workers = max(1, min(workers, len(chunks)))
-    kwargs = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs, "generic": generic}
+    kwargs: dict[str, Any] = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs, "generic": generic}
     total_steps = 0
     if not chunks:
         return 0

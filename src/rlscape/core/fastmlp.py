@@ -90,7 +90,7 @@ def fast_mlp_forward(head: nn.Module) -> Forward | None:
     """
     from rlscape.core import policy as P
 
-    p = getattr(head, "p", None)
+    p: Any = getattr(head, "p", None)  # the SB3 policy (attributes looked up at run time)
     if isinstance(head, P._ActorCriticHead):
         if getattr(p, "use_sde", False) or not _flat_vector_obs(p, p.features_extractor):
             return None
@@ -134,15 +134,15 @@ def fast_mlp_forward(head: nn.Module) -> Forward | None:
 
     if isinstance(head, P._TD3Head):
         a = p.actor
-        chain = _chain(a.mu, "p.actor.mu") if _flat_vector_obs(a, a.features_extractor) else None
-        if chain is None:
+        mu_chain = _chain(a.mu, "p.actor.mu") if _flat_vector_obs(a, a.features_extractor) else None
+        if mu_chain is None:
             return None
-        return lambda params, obs: {"action": _run(chain, params, obs.float())}
+        return lambda params, obs: {"action": _run(mu_chain, params, obs.float())}
 
     if isinstance(head, P._DQNHead):
         q = p.q_net
-        chain = _chain(q.q_net, "p.q_net.q_net") if _flat_vector_obs(q, q.features_extractor) else None
-        if chain is None:
+        q_chain = _chain(q.q_net, "p.q_net.q_net") if _flat_vector_obs(q, q.features_extractor) else None
+        if q_chain is None:
             return None
-        return lambda params, obs: {"q": _run(chain, params, obs.float())}
+        return lambda params, obs: {"q": _run(q_chain, params, obs.float())}
     return None

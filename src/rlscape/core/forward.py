@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,6 +39,17 @@ from torch.func import functional_call, vmap
 log = logging.getLogger(__name__)
 
 Forward = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
+
+
+class SkippingForward(Protocol):
+    """A :data:`Forward` with ``skips_inactive`` true: it also takes ``active`` (K,) bool, the points to compute."""
+
+    skips_inactive: bool
+
+    def __call__(self, params: dict[str, torch.Tensor], obs: torch.Tensor,
+                 active: np.ndarray | None = None) -> dict[str, torch.Tensor]: ...
+
+
 STRATEGIES = ("vmap", "loop")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 GROUP = 8  # points per vmap call
@@ -132,7 +144,13 @@ class _LoopForward(_PrivateHead):
             for alias in aliases:
                 owner, _, leaf = alias.rpartition(".")
                 self.slots[name].append((self.module.get_submodule(owner), leaf))
-        self.defaults = {n: mod._parameters[leaf] for n, places in self.slots.items() for mod, leaf in places[:1]}
+        self.defaults: dict[str, torch.Tensor] = {}
+        for name, places in self.slots.items():
+            for mod, leaf in places[:1]:
+                value = mod._parameters[leaf]
+                if value is None:  # the names come from named_parameters(), which lists no None slot
+                    raise ValueError(f"parameter {name!r} of the head is None")
+                self.defaults[name] = value
 
     skips_inactive = True  # the evaluator may pass ``active``: the points whose outputs it still needs
 

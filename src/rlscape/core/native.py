@@ -79,11 +79,11 @@ class NativeVecEnv:
     env_id: str
     num_envs: int
     observation_space: gym.spaces.Box
-    action_space: gym.spaces.Space
+    action_space: gym.spaces.Discrete | gym.spaces.Box
     max_episode_steps: int | None
 
     def __init__(self, env_id: str, kwargs: Mapping[str, Any], observation_space: gym.spaces.Box,
-                 action_space: gym.spaces.Space, max_episode_steps: int | None) -> None:
+                 action_space: gym.spaces.Discrete | gym.spaces.Box, max_episode_steps: int | None) -> None:
         self.env_id = env_id
         self.kwargs = dict(kwargs)
         self.observation_space = observation_space
@@ -249,8 +249,9 @@ class AcrobotVec(NativeVecEnv):
     def _obs(s: np.ndarray) -> np.ndarray:
         return np.stack((np.cos(s[0]), np.sin(s[0]), np.cos(s[1]), np.sin(s[1]), s[2], s[3]), axis=1).astype(np.float32)
 
-    def _dsdt(self, theta1: np.ndarray, theta2: np.ndarray, dtheta1: np.ndarray, dtheta2: np.ndarray,
-              a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _dsdt(self, s: Sequence[np.ndarray], a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Time derivative of the state ``s`` = (θ1, θ2, θ̇1, θ̇2), each ``(n,)``, under torques ``a`` ``(n,)``."""
+        theta1, theta2, dtheta1, dtheta2 = s
         cos, sin, pi = np.cos, np.sin, np.pi
         m1 = self.LINK_MASS_1
         m2 = self.LINK_MASS_2
@@ -281,10 +282,10 @@ class AcrobotVec(NativeVecEnv):
         t = [0, self.dt]  # rk4(self._dsdt, s_augmented, [0, self.dt]): one step
         dt = t[1] - t[0]
         dt2 = dt / 2.0
-        k1 = self._dsdt(*y0, a)
-        k2 = self._dsdt(*(y0[j] + dt2 * k1[j] for j in range(4)), a)
-        k3 = self._dsdt(*(y0[j] + dt2 * k2[j] for j in range(4)), a)
-        k4 = self._dsdt(*(y0[j] + dt * k3[j] for j in range(4)), a)
+        k1 = self._dsdt(list(y0), a)
+        k2 = self._dsdt([y0[j] + dt2 * k1[j] for j in range(4)], a)
+        k3 = self._dsdt([y0[j] + dt2 * k2[j] for j in range(4)], a)
+        k4 = self._dsdt([y0[j] + dt * k3[j] for j in range(4)], a)
         ns = [y0[j] + dt / 6.0 * (k1[j] + 2 * k2[j] + 2 * k3[j] + k4[j]) for j in range(4)]
         ns[0] = _wrap(ns[0], -np.pi, np.pi)
         ns[1] = _wrap(ns[1], -np.pi, np.pi)
@@ -461,5 +462,7 @@ def make_native(env_id: str, env_kwargs: Mapping[str, Any] | None = None,
         obs_space, act_space = env.observation_space, env.action_space
     finally:
         env.close()
+    if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        return None  # every native env has these spaces; anything else runs in gymnasium
     limit = spec.max_episode_steps if max_episode_steps is None else int(max_episode_steps)
     return cls(env_id, merged, obs_space, act_space, limit)

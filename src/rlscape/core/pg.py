@@ -275,7 +275,7 @@ def _per_episode_scores(log_p: Callable[[torch.Tensor], torch.Tensor], theta: to
     P = theta.numel()
     chunk = max(1, min(max(n, P), _CHUNK_ELEMENTS // max(steps, 1)))
     if n <= P:
-        _, pullback = vjp(log_p, theta)
+        _, pullback = vjp(log_p, theta)  # type: ignore[misc]  # torch.func stubs: a 2- or 3-tuple (has_aux) without overloads
         rows = [torch.vmap(pullback)(torch.eye(n, dtype=theta.dtype)[i : i + chunk])[0] for i in range(0, n, chunk)]
         return torch.cat(rows)
     cols = [torch.vmap(lambda t: jvp(log_p, (theta,), (t,))[1])(torch.eye(P, dtype=theta.dtype)[i : i + chunk]) for i in range(0, P, chunk)]
@@ -339,7 +339,7 @@ class PolicyHessian:
             self._theta = theta
             self._J = _per_episode_scores(log_p, fp.theta, N, int(obs.shape[0])).detach()
         else:
-            _, self._vjp = vjp(log_p, fp.theta)
+            _, self._vjp = vjp(log_p, fp.theta)  # type: ignore[misc]  # torch.func stubs: a 2- or 3-tuple (has_aux) without overloads
 
     def gradient(self) -> np.ndarray:
         """The score-function gradient with the same baseline, (P,) float64: ``(1/N) Σ_τ A_τ g_τ`` (whole-episode returns)."""
@@ -354,7 +354,7 @@ class PolicyHessian:
             h1v = self._J.T @ (self.A * (self._J @ vt))
             (h2v,) = torch.autograd.grad(self._gs, self._theta, grad_outputs=vt, retain_graph=True)
         else:
-            _, (h2v, jv) = jvp(self._grad_s, (self.flat.theta,), (vt,))
+            _, (h2v, jv) = jvp(self._grad_s, (self.flat.theta,), (vt,))  # type: ignore[misc]  # torch.func stubs: a 2- or 3-tuple (has_aux) without overloads
             (h1v,) = self._vjp(self.A * jv)
         self.n_products += 1
         self.seconds += time.perf_counter() - t0

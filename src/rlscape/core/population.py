@@ -130,7 +130,7 @@ def evaluate_population(
     return ds
 
 
-def _evaluate(run: Run | None, agent: Agent, members: Mapping[str, np.ndarray], base: NamedArrays, K: int, ev: EvalSpec,
+def _evaluate(run: Run | None, agent: Agent, members: NamedArrays, base: NamedArrays, K: int, ev: EvalSpec,
               attrs: dict[str, Any], workers: int | None, max_envs: int | None) -> xr.Dataset:
     """Evaluate the members not yet in ``run``'s chunks (all of them without a run)."""
     chunks = run.dir.read_chunks() if run is not None else []

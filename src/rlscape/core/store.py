@@ -171,7 +171,7 @@ class RunDir:
         name = f"points-{int(points[0]):07d}-{len(points):05d}-{time.time_ns()}"
         (self.path / CHUNKS).mkdir(exist_ok=True)
         tmp = self.path / CHUNKS / f"{name}.tmp.npz"
-        np.savez(tmp, points=np.asarray(points, np.int64), **{k: arrays[k] for k in _CHUNK_FIELDS})
+        np.savez(tmp, points=np.asarray(points, np.int64), **{k: arrays[k] for k in _CHUNK_FIELDS})  # type: ignore[arg-type]  # numpy stubs: **arrays read as allow_pickle
         tmp.replace(self.path / CHUNKS / f"{name}.npz")
 
     def has_chunks(self) -> bool:

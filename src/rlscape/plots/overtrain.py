@@ -37,6 +37,7 @@ from .static import (
     _save,
     describe_variable,
     format_number,
+    norm_limits,
     run_subtitle,
     run_title,
     sem_variable_for,
@@ -150,7 +151,7 @@ def plane_frames(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: bo
     """
     alpha, beta, z = _plane_grid(ds, variable)
     norm = shared_norm(z, log_scale)
-    lo, hi = float(norm.vmin), float(norm.vmax)
+    lo, hi = norm_limits(norm)
     xx, yy = np.meshgrid(alpha, beta, indexing="xy")
     ia = np.flatnonzero(np.isclose(alpha, 0.0))
     ib = np.flatnonzero(np.isclose(beta, 0.0))
@@ -253,6 +254,8 @@ def planes_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: b
         ax.set_xlabel("α (dir1)", fontsize=8)
     for ax in axs[:, 0]:
         ax.set_ylabel("β (dir2)", fontsize=8)
+    if mesh is None:  # unreachable: idx is never empty (ncol ≥ 1 above)
+        raise ValueError("planes_figure: no step to draw")
     fig.colorbar(mesh, ax=axs, label=describe_variable(variable), shrink=0.9)
     fig.suptitle(run_title(ds, variable) + " — one plane per checkpoint, shared colour scale", fontsize=10)
     return fig

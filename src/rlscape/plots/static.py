@@ -344,6 +344,13 @@ def symlog_linthresh(values: np.ndarray) -> float:
     return float(10.0 ** (math.floor(math.log10(max_abs)) - 2))
 
 
+def norm_limits(norm: mcolors.Normalize) -> tuple[float, float]:
+    """``(vmin, vmax)`` of a colour norm whose limits are set (every norm made here sets them)."""
+    if norm.vmin is None or norm.vmax is None:
+        raise ValueError("the colour norm has no vmin/vmax; give both when making it")
+    return float(norm.vmin), float(norm.vmax)
+
+
 def _make_norm(values: np.ndarray, log_scale: bool) -> mcolors.Normalize:
     lo, hi = _finite_range(values)
     if log_scale:
@@ -353,7 +360,7 @@ def _make_norm(values: np.ndarray, log_scale: bool) -> mcolors.Normalize:
 
 def _symlog_ticks(norm: mcolors.SymLogNorm, subs: Sequence[float] = (1.0,)) -> np.ndarray:
     """Values ``0, ±m·10^k`` (m in ``subs``, ``10^k ≥ linthresh``) inside the norm's range."""
-    lo, hi, lt = float(norm.vmin), float(norm.vmax), float(norm.linthresh)
+    (lo, hi), lt = norm_limits(norm), float(norm.linthresh)
     top = max(abs(lo), abs(hi))
     decades = 10.0 ** np.arange(math.floor(math.log10(lt)), math.ceil(math.log10(top)) + 1)
     mags = np.array([m * d for d in decades for m in subs])
@@ -362,20 +369,21 @@ def _symlog_ticks(norm: mcolors.SymLogNorm, subs: Sequence[float] = (1.0,)) -> n
 
 
 def _levels(norm: mcolors.Normalize, n: int = 14) -> np.ndarray:
+    vmin, vmax = norm_limits(norm)
     if isinstance(norm, mcolors.SymLogNorm):
         levels = _symlog_ticks(norm, subs=(1.0, 2.0, 5.0))
-        levels = np.unique(np.r_[norm.vmin, levels, norm.vmax])
+        levels = np.unique(np.r_[vmin, levels, vmax])
     else:
-        levels = MaxNLocator(nbins=n).tick_values(norm.vmin, norm.vmax)
-        levels = levels[(levels >= norm.vmin - 1e-12) & (levels <= norm.vmax + 1e-12)]
+        levels = np.asarray(MaxNLocator(nbins=n).tick_values(vmin, vmax))
+        levels = levels[(levels >= vmin - 1e-12) & (levels <= vmax + 1e-12)]
         if levels.size < 2:
-            levels = np.linspace(norm.vmin, norm.vmax, n + 1)
+            levels = np.linspace(vmin, vmax, n + 1)
         else:
             # make sure the extremes are covered by a filled band
-            if levels[0] > norm.vmin:
-                levels = np.r_[norm.vmin, levels]
-            if levels[-1] < norm.vmax:
-                levels = np.r_[levels, norm.vmax]
+            if levels[0] > vmin:
+                levels = np.r_[vmin, levels]
+            if levels[-1] < vmax:
+                levels = np.r_[levels, vmax]
     return np.unique(levels)
 
 
@@ -451,10 +459,10 @@ def surface_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: 
                         "surface_3d uses symlog colours on a linear z axis", matplotlib.__version__)
     if np.isfinite(z).sum() >= 4:
         # faint filled-contour "shadow" on the floor so hidden parts stay readable
-        floor = float(norm.vmin)
+        floor, top = norm_limits(norm)
         ax.contourf(xx, yy, np.ma.masked_invalid(z), levels=_levels(norm), zdir="z", offset=floor,
                     cmap=CMAP, norm=norm, alpha=0.55, zorder=0)
-        ax.set_zlim(floor, float(norm.vmax))
+        ax.set_zlim(floor, top)
     z0 = _value_at_origin_plane(ds, variable)
     if z0 is not None:
         ax.scatter(
@@ -553,7 +561,7 @@ def contour_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: 
     ax.set_ylabel(wrap_label(ylabel, 60), fontsize=9)
     cbar = fig.colorbar(filled, ax=ax, label=describe_variable(variable))
     if isinstance(norm, mcolors.SymLogNorm):
-        cbar.set_ticks(_symlog_ticks(norm))
+        cbar.set_ticks(_symlog_ticks(norm).tolist())
     else:
         cbar.ax.yaxis.set_major_locator(MaxNLocator(nbins=8))
     _set_titles(fig, ax, ds, variable)

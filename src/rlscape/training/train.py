@@ -327,6 +327,8 @@ def sb3_kwargs(algo: str, hp: Mapping[str, Any], action_space: gym.Space) -> dic
     if "noise_type" in hp:
         from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 
+        if action_space.shape is None:
+            raise RlscapeError(f"noise_type needs an action space with a shape, not {action_space}; drop noise_type")
         dim = int(np.prod(action_space.shape))
         std = float(hp.get("noise_std", 0.1))
         cls = NormalActionNoise if hp["noise_type"] == "normal" else OrnsteinUhlenbeckActionNoise
