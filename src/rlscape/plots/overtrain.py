@@ -32,14 +32,14 @@ from .static import (
     CMAP,
     DPI,
     FIGSIZE,
-    _finite_range,
-    _levels,
-    _save,
+    contour_levels,
     describe_variable,
+    finite_range,
     format_number,
     norm_limits,
     run_subtitle,
     run_title,
+    save_static,
     sem_variable_for,
     symlog_linthresh,
     wrap_label,
@@ -83,7 +83,7 @@ def _check(ds: xr.Dataset, kind: str, variable: str, dims: tuple[str, ...]) -> n
 
 def shared_norm(values: np.ndarray, log_scale: bool = False) -> mcolors.Normalize:
     """One colour scale over every step: vmin/vmax = the finite min/max of ``values`` (all steps)."""
-    lo, hi = _finite_range(np.asarray(values, float))
+    lo, hi = finite_range(np.asarray(values, float))
     if log_scale:
         return mcolors.SymLogNorm(linthresh=symlog_linthresh(values), vmin=lo, vmax=hi, base=10)
     return mcolors.Normalize(vmin=lo, vmax=hi)
@@ -164,7 +164,7 @@ def plane_frames(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: bo
         surf = ax.plot_surface(xx, yy, np.ma.masked_invalid(zi), cmap=CMAP, norm=norm, rstride=1, cstride=1,
                                linewidth=0.2, edgecolor=(0, 0, 0, 0.25), antialiased=True, zorder=1)
         if alpha.size >= 2 and beta.size >= 2 and np.isfinite(zi).sum() >= 4:
-            ax.contourf(xx, yy, np.ma.masked_invalid(zi), levels=_levels(norm), zdir="z", offset=lo, cmap=CMAP,
+            ax.contourf(xx, yy, np.ma.masked_invalid(zi), levels=contour_levels(norm), zdir="z", offset=lo, cmap=CMAP,
                         norm=norm, alpha=0.55, zorder=0)
         ax.set_zlim(lo, hi)
         if ia.size and ib.size and np.isfinite(zi[ib[0], ia[0]]):
@@ -300,7 +300,7 @@ def lines_3d_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale:
         j = np.flatnonzero(np.isclose(alpha, 0.0))
         if j.size and np.isfinite(z[i, j[0]]):
             ax.scatter([0.0], [s], [z[i, j[0]]], color="red", s=10, depthshade=False)
-    lo, hi = _finite_range(z)
+    lo, hi = finite_range(z)
     ax.set_zlim(lo, hi)
     ax.set_xlabel(wrap_label(_dir_label(ds, "direction_label", "α", "direction"), 34), fontsize=7, labelpad=8)
     ax.set_ylabel("training step", fontsize=8, labelpad=8)
@@ -326,17 +326,17 @@ def render_over_training(ds: xr.Dataset, out_dir: str | Path, *, gif: bool = Tru
     if kind == "curve":
         _check(ds, "curve", variable, ("step",))  # validate before writing anything
         out.mkdir(parents=True, exist_ok=True)
-        return _save(curve_figure(ds, variable, log_scale=log_scale), out, "curve", fmts)
+        return save_static(curve_figure(ds, variable, log_scale=log_scale), out, "curve", fmts)
     if kind == "plane":
         _plane_grid(ds, variable)
         out.mkdir(parents=True, exist_ok=True)
-        paths = _save(planes_figure(ds, variable, log_scale=log_scale), out, "planes", fmts)
+        paths = save_static(planes_figure(ds, variable, log_scale=log_scale), out, "planes", fmts)
         if gif:
             paths += write_gif(ds, out, variable, log_scale=log_scale)
         return paths
     if kind == "line":
         _line_grid(ds, variable)
         out.mkdir(parents=True, exist_ok=True)
-        return (_save(line_heatmap_figure(ds, variable, log_scale=log_scale), out, "line_heatmap", fmts)
-                + _save(lines_3d_figure(ds, variable, log_scale=log_scale), out, "lines_3d", fmts))
+        return (save_static(line_heatmap_figure(ds, variable, log_scale=log_scale), out, "line_heatmap", fmts)
+                + save_static(lines_3d_figure(ds, variable, log_scale=log_scale), out, "lines_3d", fmts))
     raise ValueError(f"unknown run kind {kind!r}; expected curve, plane or line over training")

@@ -326,7 +326,8 @@ def _value_at_origin_plane(ds: xr.Dataset, variable: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _finite_range(values: np.ndarray) -> tuple[float, float]:
+def finite_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the finite values (raises when there are none)."""
     finite = values[np.isfinite(values)]
     lo, hi = float(finite.min()), float(finite.max())
     if lo == hi:
@@ -352,7 +353,7 @@ def norm_limits(norm: mcolors.Normalize) -> tuple[float, float]:
 
 
 def _make_norm(values: np.ndarray, log_scale: bool) -> mcolors.Normalize:
-    lo, hi = _finite_range(values)
+    lo, hi = finite_range(values)
     if log_scale:
         return mcolors.SymLogNorm(linthresh=symlog_linthresh(values), vmin=lo, vmax=hi, base=10)
     return mcolors.Normalize(vmin=lo, vmax=hi)
@@ -368,7 +369,7 @@ def _symlog_ticks(norm: mcolors.SymLogNorm, subs: Sequence[float] = (1.0,)) -> n
     return np.unique(vals[(vals >= lo) & (vals <= hi)])
 
 
-def _levels(norm: mcolors.Normalize, n: int = 14) -> np.ndarray:
+def contour_levels(norm: mcolors.Normalize, n: int = 14) -> np.ndarray:
     vmin, vmax = norm_limits(norm)
     if isinstance(norm, mcolors.SymLogNorm):
         levels = _symlog_ticks(norm, subs=(1.0, 2.0, 5.0))
@@ -415,7 +416,8 @@ def _mark_origin_2d(ax: Any, alpha: np.ndarray, beta: np.ndarray) -> None:
     )
 
 
-def _save(fig: Figure, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:
+def save_static(fig: Figure, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:
+    """Write the figure in each format at the static figures' resolution."""
     return save_figure(fig, out_dir, stem, tuple(formats), dpi=DPI, bbox_inches="tight")
 
 
@@ -460,7 +462,7 @@ def surface_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: 
     if np.isfinite(z).sum() >= 4:
         # faint filled-contour "shadow" on the floor so hidden parts stay readable
         floor, top = norm_limits(norm)
-        ax.contourf(xx, yy, np.ma.masked_invalid(z), levels=_levels(norm), zdir="z", offset=floor,
+        ax.contourf(xx, yy, np.ma.masked_invalid(z), levels=contour_levels(norm), zdir="z", offset=floor,
                     cmap=CMAP, norm=norm, alpha=0.55, zorder=0)
         ax.set_zlim(floor, top)
     z0 = _value_at_origin_plane(ds, variable)
@@ -541,7 +543,7 @@ def contour_figure(ds: xr.Dataset, variable: str = "return_mean", *, log_scale: 
     if alpha.size < 2 or beta.size < 2:
         raise ValueError("a contour plot needs at least a 2×2 grid; use the heatmap instead")
     norm = _make_norm(z, log_scale)
-    levels = _levels(norm)
+    levels = contour_levels(norm)
     zm = np.ma.masked_invalid(z)
     fig, ax = subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax.set_facecolor("0.85")
@@ -610,10 +612,10 @@ def plot_plane(
     paths: list[Path] = []
     wide_enough = ds.sizes["alpha"] >= 2 and ds.sizes["beta"] >= 2
     if wide_enough:
-        paths += _save(surface_figure(ds, variable, log_scale=log_scale), out, "surface_3d", fmts)
-    paths += _save(heatmap_figure(ds, variable, log_scale=log_scale), out, "heatmap", fmts)
+        paths += save_static(surface_figure(ds, variable, log_scale=log_scale), out, "surface_3d", fmts)
+    paths += save_static(heatmap_figure(ds, variable, log_scale=log_scale), out, "heatmap", fmts)
     if wide_enough:
-        paths += _save(contour_figure(ds, variable, log_scale=log_scale), out, "contour", fmts)
+        paths += save_static(contour_figure(ds, variable, log_scale=log_scale), out, "contour", fmts)
     else:
         logger.warning("plane grid %s is degenerate; wrote the heatmap only", dict(ds.sizes))
     return paths
@@ -742,4 +744,4 @@ def plot_line(
     fmts = check_formats(formats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return _save(line_figure(ds, variable, log_scale=log_scale), out, "line", fmts)
+    return save_static(line_figure(ds, variable, log_scale=log_scale), out, "line", fmts)
