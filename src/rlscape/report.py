@@ -141,11 +141,24 @@ def _fmt(v: Any) -> str:
     return f"{f:.4g}" if np.isfinite(f) else "NaN"
 
 
+def _source_env(r: ReportRun) -> dict[str, Any]:
+    """``env.json`` of the checkpoint or training run the run read (env id, algorithm), if it is still there."""
+    for key in ("checkpoint", "run", "source"):
+        if r.spec.get(key):
+            src = Path(str(r.spec[key]))
+            f = (src if src.is_dir() else src.parent) / "env.json"
+            try:
+                return dict(json.loads(f.read_text())) if f.is_file() else {}
+            except (OSError, ValueError):
+                return {}
+    return {}
+
+
 def _env(r: ReportRun) -> str:
     env = r.info.get("env")
     if isinstance(env, dict) and env.get("env_id"):
         return str(env["env_id"])
-    for src in ((r.ds.attrs if r.ds is not None else {}), r.spec, r.info):
+    for src in ((r.ds.attrs if r.ds is not None else {}), r.spec, r.info, _source_env(r)):
         for key in ("env_id", "env"):
             if src.get(key) and not isinstance(src.get(key), dict):
                 return str(src[key])
@@ -153,7 +166,7 @@ def _env(r: ReportRun) -> str:
 
 
 def _algo(r: ReportRun) -> str:
-    for src in (r.info, (r.ds.attrs if r.ds is not None else {}), r.spec):
+    for src in (r.info, (r.ds.attrs if r.ds is not None else {}), r.spec, _source_env(r)):
         if src.get("algo"):
             return str(src["algo"]).upper()
     return "—"
@@ -173,8 +186,13 @@ def _checkpoints(r: ReportRun) -> str:
     return text
 
 
+def _evaluation(r: ReportRun) -> dict[str, Any]:
+    ev = r.spec.get("evaluation")
+    return ev if isinstance(ev, dict) else {}
+
+
 def _seed(r: ReportRun) -> str:
-    ev = r.spec.get("evaluation") if isinstance(r.spec.get("evaluation"), dict) else {}
+    ev = _evaluation(r)
     for src in (r.spec, ev, (r.ds.attrs if r.ds is not None else {})):
         if src.get("seed") is not None:
             return str(src["seed"])
@@ -182,8 +200,8 @@ def _seed(r: ReportRun) -> str:
 
 
 def _budget(r: ReportRun) -> str:
-    ev = r.spec.get("evaluation") if isinstance(r.spec.get("evaluation"), dict) else {}
-    parts = []
+    ev = _evaluation(r)
+    parts: list[tuple[str, Any]] = []
     for src in (ev, r.spec):
         for key in ("episodes", "steps", "batches", "trials", "trajectories", "gradient_episodes"):
             if isinstance(src.get(key), int | float) and not isinstance(src.get(key), bool) and key not in {p[0] for p in parts}:
@@ -506,7 +524,7 @@ def build_report(paths: Sequence[str | Path], title: str = "rlscape report") -> 
     sections, toc, rows = [], [], []
     for i, r in enumerate(runs, 1):
         anchor = f"run-{i}"
-        log.info("report: %s (%s, %s)", r.path, r.kind.name if r.kind else "?", r.status)
+        log.debug("report: %s (%s, %s)", r.path, r.kind.name if r.kind else "?", r.status)
         sections.append(_section(page, r, anchor))
         kind = r.kind.title if r.kind else "?"
         flag = "" if r.complete else ' class="unfinished-row"'
