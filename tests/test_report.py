@@ -55,6 +55,8 @@ def root(cartpole_ppo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     _ok(["line", cartpole_ppo, "--out", root / "line", "--points", "3", *EV])
     _ok(["plane", run, "--out", root / "over" / "planes", "--grid", "3", *EV])
     _ok(["gradient", cartpole_ppo, "--out", root / "gradient", "--episodes", "4", "--batches", "2", "--no-plot"])
+    _ok(["line", run, "--out", root / "over" / "lines", "--points", "3", *EV])
+    _ok(["curve", run, "--out", root / "over" / "curve", *EV])
     shutil.copytree(root / "plane", root / "unfinished")
     RunDir(root / "unfinished").update_run(status="interrupted")
     return root
@@ -88,25 +90,26 @@ def _json_of(text: str, element_id: str) -> dict:
 
 def test_finds_runs_but_not_the_sub_runs_of_a_run_over_training(root):
     names = sorted(str(p.relative_to(root)) for p in find_runs([root]))
-    assert names == ["gradient", "line", "over/planes", "plane", "unfinished"]
+    assert names == ["gradient", "line", "over/curve", "over/lines", "over/planes", "plane", "unfinished"]
     assert (root / "over" / "planes" / "steps").is_dir()  # the sub-runs exist, and are not listed
 
 
 def test_one_section_per_run_with_provenance_and_a_summary_row(root, page):
     sections = [(a.get("data-kind"), a.get("data-status")) for t, a in _tags(page) if t == "section"]
     assert sorted(sections) == sorted([("plane", "complete"), ("line", "complete"), ("plane-over-training", "complete"),
+                                       ("line-over-training", "complete"), ("curve", "complete"),
                                        ("gradient", "complete"), ("plane", "interrupted")])
     summary = page.split('<table class="summary">')[1].split("</table>")[0]
-    assert summary.count("<tr") == 1 + 5 and "CartPole-v1" in summary and "PPO" in summary
+    assert summary.count("<tr") == 1 + 7 and "CartPole-v1" in summary and "PPO" in summary
     assert "J(θ0) = " in summary and "3 checkpoints" in summary and "‖g‖ = " in summary  # headline(ds) of each
     assert "steps 0, 1024, 2048" in summary
     for what in ("spec.json", "torch", "wall time", "Reproduce: <code", "budget", "seed"):
-        assert page.count(what) >= 5, what
+        assert page.count(what) >= 7, what
     assert "rlscape plane " in page and "--grid 3" in page  # the command that reproduces the plane
     unfinished = page.split('data-status="interrupted"')[1].split("</section>")[0]
     assert "UNFINISHED" in unfinished and 'class="plot"' not in unfinished and "data:image" not in unfinished
     assert "unfinished (interrupted)" in summary
-    assert page.count("<li><a href=\"#run-") == 5  # table of contents
+    assert page.count("<li><a href=\"#run-") == 7  # table of contents
 
 
 def test_the_plane_data_is_embedded_exactly(root, page):
@@ -121,13 +124,47 @@ def test_the_plane_data_is_embedded_exactly(root, page):
 
 def test_planes_over_training_have_a_step_slider_with_every_checkpoint(root, page):
     ds = xr.open_zarr(root / "over" / "planes" / "results.zarr")
-    sid = re.search(r'<input type="range" class="step-slider" id="(slider-\d+)"', page).group(1)
-    s = _json_of(page, f"{sid}-json")
+    sliders = [_json_of(page, f"{sid}-json") for sid in re.findall(r'class="step-slider" id="(slider-\d+)"', page)]
+    s = next(s for s in sliders if s["key"] == "z")
     assert s["steps"] == [0, 1024, 2048] and s["key"] == "z" and len(s["targets"]) == 2
     want = ds.return_mean.transpose("step", "beta", "alpha").values
     np.testing.assert_allclose(np.asarray(s["frames"], float), np.round(want, 6 - 1 - int(np.floor(np.log10(np.abs(want).max())))),
                                rtol=1e-5)
     assert not np.allclose(s["frames"][0], s["frames"][-1])  # the slider has something to show
+
+
+def test_lines_over_training_have_a_slider_too(root, page):
+    ds = xr.open_zarr(root / "over" / "lines" / "results.zarr")
+    sliders = [_json_of(page, f"{sid}-json") for sid in re.findall(r'class="step-slider" id="(slider-\d+)"', page)]
+    line = next(s for s in sliders if s["key"] == "y")
+    assert line["steps"] == [0, 1024, 2048] and len(line["targets"]) == 1
+    np.testing.assert_allclose(np.asarray(line["frames"], float), ds.return_mean.transpose("step", "alpha").values, rtol=1e-5)
+
+
+def test_a_kind_added_later_gets_the_generic_section(root, tmp_path, monkeypatch):
+    """A kind registered in KINDS and RENDERERS only (no report code) is reported with its PNG and headline."""
+    from rlscape.core.kinds import KINDS, Kind
+    from rlscape.plots.render import RENDERERS
+
+    monkeypatch.setitem(KINDS, "toy", Kind("toy", "toy", False, "A toy kind", 1, lambda ds: f"toy headline {int(ds.x.sum())}"))
+
+    def draw(ds, out, opts):  # type: ignore[no-untyped-def]
+        import matplotlib.pyplot as plt
+
+        out.mkdir(parents=True, exist_ok=True)
+        fig = plt.figure(figsize=(2, 2))
+        fig.savefig(out / "toy.png")
+        plt.close(fig)
+        return [out / "toy.png"]
+
+    monkeypatch.setitem(RENDERERS, "toy", draw)
+    rd = RunDir(tmp_path / "toy")
+    rd.path.mkdir()
+    rd.write_dataset(xr.Dataset({"x": ("i", [1.0, 2.0])}, attrs={"kind": "toy", "schema_version": 1}))
+    rd.update_run(status="complete")
+    text = build_report([tmp_path])
+    section = text.split('data-kind="toy"')[1].split("</section>")[0]
+    assert "toy headline 3" in section and "A toy kind" in section and 'src="data:image/png;base64,' in section
 
 
 def test_generic_section_embeds_the_renderer_png(page):
@@ -243,15 +280,23 @@ def test_the_report_opens_offline_in_headless_chromium(root, page, tmp_path):
         assert drawn == n_plots
         assert d.execute_script("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
 
-        slider = d.find_element(By.CSS_SELECTOR, "input.step-slider")
-        target = json.loads(d.find_element(By.ID, slider.get_attribute("id") + "-json").get_attribute("textContent"))["targets"][0]
-        before = d.execute_script(f"return document.getElementById('{target}').data[0].z")
-        d.execute_script("arguments[0].scrollIntoView()", slider)
-        slider.send_keys(Keys.HOME)  # a real key press on the range input: its `input` event restyles the plots
-        WebDriverWait(d, 10).until(lambda x: x.find_element(By.ID, slider.get_attribute("id") + "-label").text == "0")
-        after = d.execute_script(f"return document.getElementById('{target}').data[0].z")
-        assert after != before
-        d.save_screenshot(str(tmp_path / "report.png"))
+        sliders = d.find_elements(By.CSS_SELECTOR, "input.step-slider")
+        assert len(sliders) == 2  # planes over training (surface + heatmap), lines over training
+        for slider in sliders:
+            sid = slider.get_attribute("id")
+            spec = json.loads(d.find_element(By.ID, sid + "-json").get_attribute("textContent"))
+            get = f"return document.getElementById('{spec['targets'][0]}').data[0]['{spec['key']}']"
+            before = d.execute_script(get)
+            d.execute_script("arguments[0].scrollIntoView()", slider)
+            slider.send_keys(Keys.HOME)  # a real key press on the range input: its `input` event restyles the plots
+            WebDriverWait(d, 10).until(lambda x, sid=sid: x.find_element(By.ID, sid + "-label").text == "0")
+            after = d.execute_script(get)
+            assert before is not None and after is not None and after != before, spec["key"]
+            if spec["key"] == "z":  # the surface now shows step 0's numbers
+                np.testing.assert_allclose(np.asarray(after, float), np.asarray(spec["frames"][0], float))
+                d.execute_script("arguments[0].scrollIntoView()", slider)
+                shot_at = d.get_screenshot_as_png()
+        (tmp_path / "report.png").write_bytes(shot_at)  # the surface at step 0, after the slider moved
         shot_dir = os.environ.get("RLSCAPE_SCREENSHOT_DIR")
         if shot_dir:  # kept for the record (the test's tmp_path is removed eventually)
             shutil.copy(tmp_path / "report.png", Path(shot_dir) / "report.png")
