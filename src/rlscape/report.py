@@ -477,22 +477,43 @@ pre{background:#f8f8f8;padding:.6em;overflow:auto;max-height:24em}
 
 _JS = """
 (function(){
-  var figs=document.querySelectorAll('div.plot'), pending=[], errors=[];
-  figs.forEach(function(div){
-    try{var f=JSON.parse(document.getElementById(div.id+'-json').textContent);
-      pending.push(Plotly.newPlot(div,f.data,f.layout,{responsive:true,displaylogo:false}));}
-    catch(e){errors.push(div.id+': '+e); console.error(e);}
-  });
+  // Plots are drawn when they come near the viewport and 3-D ones are purged when far from it:
+  // the page opens fast with many runs, and stays under the browser's limit of live WebGL contexts.
+  var figs=Array.from(document.querySelectorAll('div.plot')), overrides={};
+  function draw(div){
+    if(div.dataset.drawn==='1'||div.dataset.drawing==='1') return;
+    div.dataset.drawing='1';
+    try{
+      var f=JSON.parse(document.getElementById(div.id+'-json').textContent), o=overrides[div.id];
+      if(o){f.data[0][o.key]=o.value;}
+      Plotly.newPlot(div,f.data,f.layout,{responsive:true,displaylogo:false}).then(function(){
+        div.dataset.drawing='0'; div.dataset.drawn='1';
+        document.body.setAttribute('data-drawn',String(document.querySelectorAll('div.plot[data-drawn="1"]').length));
+      },function(e){div.dataset.drawing='0'; console.error(div.id+': '+e);});
+    }catch(e){div.dataset.drawing='0'; console.error(div.id+': '+e);}
+  }
+  function purge(div){
+    if(div.dataset.drawn!=='1'||!div.data||!div.data.some(function(t){return t.type==='surface';})) return;
+    Plotly.purge(div); div.dataset.drawn='0';
+  }
+  if('IntersectionObserver' in window){
+    var near=new IntersectionObserver(function(es){es.forEach(function(e){if(e.isIntersecting) draw(e.target);});},{rootMargin:'400px 0px'});
+    var far=new IntersectionObserver(function(es){es.forEach(function(e){if(!e.isIntersecting) purge(e.target);});},{rootMargin:'2500px 0px'});
+    figs.forEach(function(d){near.observe(d); far.observe(d);});
+  } else { figs.forEach(draw); }
   document.querySelectorAll('input.step-slider').forEach(function(inp){
     var s=JSON.parse(document.getElementById(inp.id+'-json').textContent);
     inp.addEventListener('input',function(){
       var i=parseInt(inp.value,10), upd={}; upd[s.key]=[s.frames[i]];
       document.getElementById(inp.id+'-label').textContent=s.steps[i];
-      s.targets.forEach(function(t){Plotly.restyle(t,upd,[0]);});
+      s.targets.forEach(function(t){
+        overrides[t]={key:s.key,value:s.frames[i]};
+        var div=document.getElementById(t); if(div.dataset.drawn==='1') Plotly.restyle(div,upd,[0]);
+      });
     });
   });
-  Promise.all(pending).then(function(){document.body.setAttribute('data-rendered',String(pending.length));},
-    function(e){console.error(e); document.body.setAttribute('data-rendered','error');});
+  document.body.setAttribute('data-plots',String(figs.length));
+  document.body.setAttribute('data-ready','1');
 })();
 """
 
@@ -540,7 +561,7 @@ def build_report(paths: Sequence[str | Path], title: str = "rlscape report") -> 
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{_CSS}</style>
 <script>{get_plotlyjs()}</script></head>
-<body data-rendered="0"><h1>{html.escape(title)}</h1>
+<body data-ready="0" data-drawn="0"><h1>{html.escape(title)}</h1>
 <p>{len(runs)} run(s) from {html.escape(', '.join(map(str, paths)))} · rlscape {html.escape(__version__)} · made {made}.
 Self-contained: opens offline; every figure is interactive except the embedded PNGs.</p>
 <h2 id="contents">Contents</h2><nav><ol>{''.join(toc)}</ol></nav>
