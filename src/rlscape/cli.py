@@ -858,5 +858,21 @@ def regions_plane(
         _plot(out, ds, formats=("png",))
 
 
+# -- one HTML report over many runs -----------------------------------------------------------------
+
+@app.command()
+def report(
+    dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders holding runs (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (self-contained: opens offline).")] = Path("report.html"),
+    title: Annotated[str, typer.Option("--title", help="The page's title.")] = "rlscape report",
+) -> None:
+    """One self-contained HTML page over every run found: interactive surfaces (step slider over training), lines,
+    every other kind's figures, a summary table, and each run's spec, versions, wall time and command."""
+    from rlscape.report import write_report
+
+    path = write_report(dirs, out, title=title)
+    typer.echo(f"report: {path}  ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
