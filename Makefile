@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/rlscape quickstart
 
 test: $(STAMP)
+	bash tools/ensure-browser
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP)
