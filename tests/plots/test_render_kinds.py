@@ -49,6 +49,12 @@ RUNS: dict[str, tuple[list[str], list[str]]] = {
     "regions-plane": (["regions-plane", "{relu}/checkpoints/0000001024", "--out", "{o}", "--states", "3", "--no-plot"],
                       ["regions_plane.png"]),
     "population": (["population", "{c}", "--thetas", "{thetas}", "--out", "{o}", *EV], ["population.png"]),
+    "grad-quality": (["grad-quality", "{c}", "--out", "{o}", "--samples", "50,100", "--repeats", "2", "--true-samples", "200",
+                      "--no-plot"], ["grad_quality.png"]),
+    "grad-quality-over-training": (["grad-quality", "{r}", "--out", "{o}", "--checkpoints", "0,2048", "--samples", "50,100",
+                                    "--repeats", "2", "--true-samples", "200", "--no-plot"], ["grad_quality.png"]),
+    "value-error": (["value-error", "{c}", "--out", "{o}", "--episodes", "2", "--no-plot"], ["value_error.png"]),
+    "value-error-over-training": (["value-error", "{r}", "--out", "{o}", "--episodes", "2", "--no-plot"], ["value_error.png"]),
     "cliff-dive": (["cliff-dive", "{r}", "--out", "{o}", "--cliff", "0,1024", "--non-cliff", "2048", "--trials", "2",
                     "--episodes", "3", "--workers", "1", "--no-plot"], ["cliff_dive.png"]),
 }
