@@ -734,5 +734,28 @@ def value_error(
     _finish(ds, out, plot)
 
 
+@app.command()
+def surrogate(
+    checkpoint: Annotated[Path, typer.Argument(help="A PPO, A2C or TRPO checkpoint (with its optimizer state).")],
+    out: Out,
+    samples: Annotated[str, typer.Option("--samples", help="Sample sizes N, a,b: the surrogate's batch (≥ N pairs) and the true return's steps per point.")] = "2000,100000",
+    grid: Annotated[int, typer.Option("--grid", help="Points per axis of the plane.")] = 7,
+    extent: Annotated[float, typer.Option("--extent", help="The plane spans [0, extent] along the step (1 = one full step) and the random direction.")] = 3.0,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """The algorithm's surrogate objective and the true return on the plane of its update step and a random direction."""
+    from rlscape.analyses.surrogate import run_surrogate
+    from rlscape.core.kinds import headline
+
+    ds = run_surrogate(checkpoint, out, samples=_counts(samples, "--samples"), grid=grid, extent=extent, seed=seed, env_id=env,
+                       algo=algo, overwrite=overwrite)
+    typer.echo(headline(ds))
+    _finish(ds, out, plot)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -204,6 +204,21 @@ def chunks(lengths: np.ndarray, samples: Sequence[int], repeats: int) -> list[li
     return out
 
 
+def disjoint_batches(agent: Agent, samples: Sequence[int], repeats: int, seed: int,
+                     stream: str = "direction") -> tuple[Trajectories, list[list[tuple[int, int]]]]:
+    """Episodes 0, 1, … of ``stream`` cut in order into :func:`chunks` (``repeats`` per N, ≥ N steps each),
+    collected until the last chunk is full; returns the used episodes and the chunks' episode ranges."""
+    traj = collect_at_least(agent, repeats * sum(samples), seed, stream)
+    while True:
+        try:
+            bounds = chunks(traj.lengths, samples, repeats)
+            break
+        except ValueError:  # the last chunk ran past the episodes so far: more episodes
+            more = collect(agent, max(16, traj.n_episodes // 4), seed, stream=stream, first_episode=traj.n_episodes)
+            traj = concatenate([traj, more])
+    return traj.subset(slice(0, bounds[-1][-1][1])), bounds
+
+
 def collect_at_least(agent: Agent, steps: int, seed: int, stream: str) -> Trajectories:
     """Episodes 0, 1, … of ``stream`` until at least ``steps`` steps (complete episodes)."""
     return collect_steps(agent, steps, seed, stream=stream)
@@ -301,7 +316,6 @@ def gradient_quality(agent: Agent, *, samples: Sequence[int] = (100, 1000, 10000
         raise RlscapeError(f"--gamma must be in [0, 1], not {g}")
     settings = algorithm_settings(agent)
     lam = float(settings.get("gae_lambda", 0.95))
-    need = repeats * sum(samples)
     true_value = None
     fit_r2 = float("nan")
     if baseline == "true":
@@ -311,16 +325,7 @@ def gradient_quality(agent: Agent, *, samples: Sequence[int] = (100, 1000, 10000
         fit_r2 = true_value.r2
     with torch_threads(sum(v.size for v in agent.parameters(which).values())):
         # the estimates: one stream, cut into disjoint chunks (rounds of episodes until every chunk is full)
-        traj = collect_at_least(agent, need, seed, "direction")
-        while True:
-            try:
-                bounds = chunks(traj.lengths, samples, repeats)
-                break
-            except ValueError:  # the last chunk ran past the stream: more episodes
-                more = collect(agent, max(16, traj.n_episodes // 4), seed, stream="direction", first_episode=traj.n_episodes)
-                traj = concatenate([traj, more])
-        used = bounds[-1][-1][1]
-        traj = traj.subset(slice(0, used))
+        traj, bounds = disjoint_batches(agent, samples, repeats, seed)
         w = advantages(agent, traj, estimator, baseline, g, lam, true_value)
         flat = [b for row in bounds for b in row]
         est = chunk_gradients(agent, traj, w, flat, which).reshape(len(samples), repeats, -1)
@@ -466,4 +471,4 @@ def identity_gap(ds: xr.Dataset) -> np.ndarray:
 
 
 __all__ = ["gradient_quality", "value_error", "run_grad_quality", "run_value_error", "cosine_summary", "chunk_gradients",
-           "fit_true_value", "gae", "identity_gap", "algorithm_settings", "check_options"]
+           "fit_true_value", "gae", "identity_gap", "algorithm_settings", "check_options", "disjoint_batches"]

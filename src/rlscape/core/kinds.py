@@ -161,6 +161,15 @@ def _value_error(ds: xr.Dataset) -> str:
     return f"critic MRE against MC returns {_num(m[0])}{'' if m.size == 1 else f' → {_num(m[-1])}'}{where}"
 
 
+def _surrogate(ds: xr.Dataset) -> str:
+    n = ds["samples"].values
+    s0 = ds["surrogate"].isel(beta=0)
+    j0 = ds["return_mean"].isel(beta=0)
+    return (f"{str(ds.attrs.get('algo', '')).upper()} step ‖Δθ‖ = {_num(ds.attrs.get('step_norm', float('nan')))}; along the step "
+            f"(N = {int(n[-1])}): surrogate {_num(s0.values[-1, 0])} → {_num(s0.values[-1, -1])}, "
+            f"return {_num(j0.values[-1, 0])} → {_num(j0.values[-1, -1])}")
+
+
 #: Every kind this rlscape reads, in the order a report lists them.
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("plane", "plane", False, "Return on a plane around a checkpoint", 1, _centre),
@@ -183,6 +192,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("grad-quality-over-training", "grad-quality", True, "Gradient-estimate quality over training", 1, _grad_quality),
     Kind("value-error", "value-error", False, "Critic error against Monte-Carlo returns", 1, _value_error),
     Kind("value-error-over-training", "value-error", True, "Critic error over training", 1, _value_error),
+    Kind("surrogate", "surrogate", False, "Surrogate vs true return on the update-step plane", 1, _surrogate),
     Kind("cliff-dive", "cliff-dive", True, "Cliff dive: one A2C/PPO update at cliffs and elsewhere", 1, _cliff_dive),
 )}
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from .figure import save_figure, subplots
 
-__all__ = ["grad_quality_figure", "value_error_figure", "plot_grad_quality", "plot_value_error"]
+__all__ = ["grad_quality_figure", "value_error_figure", "surrogate_figure", "plot_grad_quality", "plot_value_error", "plot_surrogate"]
 
 
 def grad_quality_figure(ds: xr.Dataset) -> Figure:
@@ -71,3 +71,31 @@ def plot_grad_quality(ds: xr.Dataset, out: str | Path, formats: Sequence[str] = 
 def plot_value_error(ds: xr.Dataset, out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Write ``value_error.<fmt>``."""
     return save_figure(value_error_figure(ds), out, "value_error", formats)
+
+
+def surrogate_figure(ds: xr.Dataset) -> Figure:
+    """The paper's landscape layout: per sample size N, the surrogate and the true return side by side,
+    on the plane (α along the update step, 1 = one full step; β along a unit random direction)."""
+    n = ds["samples"].values
+    fig, axes = subplots(1, 2 * len(n), figsize=(4.2 * 2 * len(n), 3.8), dpi=130, squeeze=False)
+    a, b = ds["alpha"].values, ds["beta"].values
+    for i, N in enumerate(n):
+        for j, (var, name) in enumerate((("surrogate", "surrogate"), ("return_mean", "true return"))):
+            ax = axes[0, 2 * i + j]
+            z = ds[var].isel(samples=i).values
+            im = ax.contourf(b, a, z, levels=20, cmap="viridis")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+            ax.set_xlabel("random direction β")
+            ax.set_ylabel("step direction α (1 = full step)")
+            ax.set_title(f"{name}, N = {int(N):,} (~{int(ds['pairs'].values[i]):,} pairs)" if var == "surrogate"
+                         else f"{name}, N = {int(N):,} steps per point", fontsize=8)
+            ax.plot([0], [1], "r+", ms=8)
+    fig.suptitle(f"{str(ds.attrs.get('algo', '')).upper()} surrogate vs true return (‖Δθ‖ = {float(ds.attrs.get('step_norm', 0)):.3g}; "
+                 "+ marks the update)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_surrogate(ds: xr.Dataset, out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``surrogate.<fmt>``."""
+    return save_figure(surrogate_figure(ds), out, "surrogate", formats)

@@ -24,7 +24,7 @@ from .figure import check_formats
 from .interactive import plot_line_html, plot_plane_html
 from .overtrain import render_over_training
 from .population import plot_population
-from .quality import plot_grad_quality, plot_value_error
+from .quality import plot_grad_quality, plot_surrogate, plot_value_error
 from .regions import plot_regions, plot_regions_plane
 from .static import check_run, plot_line, plot_plane
 
@@ -97,6 +97,7 @@ RENDERERS: dict[str, Renderer] = {
     "grad-quality-over-training": lambda ds, out, o: plot_grad_quality(ds, out, o.formats),
     "value-error": lambda ds, out, o: plot_value_error(ds, out, o.formats),
     "value-error-over-training": lambda ds, out, o: plot_value_error(ds, out, o.formats),
+    "surrogate": lambda ds, out, o: plot_surrogate(ds, out, o.formats),
 }
 
 
