@@ -58,3 +58,20 @@ def test_bad_input_is_a_one_line_error(cartpole_ppo, tmp_path, capsys, extra, me
     code, _, err = run_cli(["grad-quality", cartpole_ppo, "--out", tmp_path / "x", *extra], capsys)
     assert code == 2
     assert message in err and "Traceback" not in err
+
+
+def test_surrogate_plane(cartpole_ppo, tmp_path, capsys):
+    out = tmp_path / "sur"
+    code, stdout, err = run_cli(["surrogate", cartpole_ppo, "--out", out, "--samples", "200,400", "--grid", "3"], capsys)
+    assert code == 0, err
+    ds = xr.open_zarr(out / "results.zarr").load()
+    assert ds["surrogate"].dims == ("samples", "alpha", "beta") and ds["surrogate"].shape == (2, 3, 3)
+    assert abs(float(ds["surrogate"].values[0, 0, 0])) < 1e-6  # θ0: ratio 1, normalised advantages have mean 0
+    assert np.all(ds["pairs"].values >= [200, 400])
+    assert float(ds.attrs["step_norm"]) > 0
+    assert (out / "plots" / "surrogate.png").is_file()
+
+
+def test_surrogate_refuses_a_policy_without_a_critic(untrained, tmp_path, capsys):
+    code, _, err = run_cli(["surrogate", untrained("sac", "Pendulum-v1"), "--out", tmp_path / "s", "--env", "Pendulum-v1"], capsys)
+    assert code == 2 and "PPO, A2C or TRPO" in err

@@ -55,6 +55,7 @@ RUNS: dict[str, tuple[list[str], list[str]]] = {
                                     "--repeats", "2", "--true-samples", "200", "--no-plot"], ["grad_quality.png"]),
     "value-error": (["value-error", "{c}", "--out", "{o}", "--episodes", "2", "--no-plot"], ["value_error.png"]),
     "value-error-over-training": (["value-error", "{r}", "--out", "{o}", "--episodes", "2", "--no-plot"], ["value_error.png"]),
+    "surrogate": (["surrogate", "{c}", "--out", "{o}", "--samples", "100,200", "--grid", "2", "--no-plot"], ["surrogate.png"]),
     "cliff-dive": (["cliff-dive", "{r}", "--out", "{o}", "--cliff", "0,1024", "--non-cliff", "2048", "--trials", "2",
                     "--episodes", "3", "--workers", "1", "--no-plot"], ["cliff_dive.png"]),
 }
