@@ -54,6 +54,23 @@ def raw_rate(ag, steps: int, width: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def gym_rate(ag, seconds: float = 10.0) -> float:
+    """Random-action stepping of single Gymnasium envs (``agent.env.make()``), one after the other, for reference."""
+    env = ag.env.make()
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    steps, t0 = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            _, _, term, trunc, _ = env.step(env.action_space.sample())
+            if term or trunc:
+                env.reset()
+            steps += 1
+    finally:
+        env.close()
+    return steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1_000_000)
@@ -83,6 +100,7 @@ def main() -> None:
         print(f"{env_id}: {traj.n_steps:,} pairs in {traj.n_episodes:,} episodes; collection {t_collect:.1f} s "
               f"({ours:,.0f} steps/s), gradient {t_grad:.1f} s ({100 * t_grad / (t_collect + t_grad):.0f} % of the total); "
               f"raw stepping of the same {width} batched envs {raw:,.0f} steps/s; ratio {100 * ours / raw:.0f} %")
+        print(f"  (for reference: one Gymnasium env stepped alone, {gym_rate(ag):,.0f} steps/s)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     result("true-gradient collection vs raw stepping (worst env)", f"{100 * min(ratios):.0f} %", "≥ 50 %")
 

@@ -7,8 +7,8 @@ import pytest
 
 from rlscape.analyses.quality import cosine_summary, gae, gradient_quality, identity_gap, value_error
 from rlscape.core.errors import RlscapeError
-from rlscape.core.policy import load_checkpoint
 from rlscape.core.pg import reward_to_go
+from rlscape.core.policy import load_checkpoint
 from tests.analyses import linear_gaussian as lg
 
 
