@@ -874,5 +874,92 @@ def report(
     typer.echo(f"report: {path}  ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+# -- gradient-estimate quality and value prediction (methods.md §7) ---------------------------------
+
+def _counts(text: str, what: str) -> list[int]:
+    try:
+        out = [int(float(s)) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise RlscapeError(f"{what} must be sample counts separated by commas, e.g. 100,1000,10000, not {text!r}") from None
+    if not out:
+        raise RlscapeError(f"{what} must name at least one sample count, e.g. 100,1000")
+    return out
+
+
+@app.command("grad-quality")
+def grad_quality(
+    source: Annotated[Path, typer.Argument(help="A checkpoint (folder with model.zip or an SB3 .zip) or a training run directory.")],
+    out: Out,
+    samples: Annotated[str, typer.Option("--samples", help="State-action pairs N per estimate, a,b,c (whole episodes until ≥ N).")] = "100,1000,10000",
+    repeats: Annotated[int, typer.Option("--repeats", help="Independent estimates per N.")] = 10,
+    true_samples: Annotated[int, typer.Option("--true-samples", help="Pairs of the 'true' gradient (an independent episode stream).")] = 100_000,
+    estimator: Annotated[str, typer.Option("--estimator", help="reinforce (discounted reward-to-go − baseline) | gae (the critic's GAE advantages).")] = "reinforce",
+    baseline: Annotated[str, typer.Option("--baseline", help="critic | true (fit to Monte-Carlo returns) | none.")] = "critic",
+    gamma: Annotated[float | None, typer.Option("--gamma", help="Discount of the reward-to-go (default: the agent's γ).")] = None,
+    checkpoints: Ckpts = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    params: Params = "actor",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Cosine similarity of gradient estimates with each other and with the 'true' gradient vs the number of samples."""
+    from rlscape.analyses.quality import run_grad_quality
+    from rlscape.core.kinds import headline
+
+    ds = run_grad_quality(source, out, samples=_counts(samples, "--samples"), repeats=repeats, true_samples=true_samples,
+                          estimator=estimator, baseline=baseline, gamma=gamma, seed=seed, which=params, checkpoints=checkpoints,
+                          env_id=env, algo=algo, overwrite=overwrite)
+    typer.echo(headline(ds))
+    _finish(ds, out, plot)
+
+
+@app.command("value-error")
+def value_error(
+    source: Annotated[Path, typer.Argument(help="A checkpoint or a training run directory of an actor-critic (PPO, A2C, TRPO).")],
+    out: Out,
+    episodes: Annotated[int, typer.Option("--episodes", "-e", help="Held-out complete episodes per checkpoint.")] = 100,
+    floor: Annotated[float, typer.Option("--floor", help="States with |G| < floor × mean|G| are left out of the MRE (counted).")] = 0.01,
+    checkpoints: Ckpts = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """The critic's mean relative error against discounted Monte-Carlo returns on held-out states."""
+    from rlscape.analyses.quality import run_value_error
+    from rlscape.core.kinds import headline
+
+    ds = run_value_error(source, out, episodes=episodes, seed=seed, floor=floor, checkpoints=checkpoints, env_id=env, algo=algo,
+                         overwrite=overwrite)
+    typer.echo(headline(ds))
+    _finish(ds, out, plot)
+
+
+@app.command()
+def surrogate(
+    checkpoint: Annotated[Path, typer.Argument(help="A PPO, A2C or TRPO checkpoint (with its optimizer state).")],
+    out: Out,
+    samples: Annotated[str, typer.Option("--samples", help="Sample sizes N, a,b: the surrogate's batch (≥ N pairs) and the true return's steps per point.")] = "2000,100000",
+    grid: Annotated[int, typer.Option("--grid", help="Points per axis of the plane.")] = 7,
+    extent: Annotated[float, typer.Option("--extent", help="The plane spans [0, extent] along the step (1 = one full step) and the random direction.")] = 3.0,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """The algorithm's surrogate objective and the true return on the plane of its update step and a random direction."""
+    from rlscape.analyses.surrogate import run_surrogate
+    from rlscape.core.kinds import headline
+
+    ds = run_surrogate(checkpoint, out, samples=_counts(samples, "--samples"), grid=grid, extent=extent, seed=seed, env_id=env,
+                       algo=algo, overwrite=overwrite)
+    typer.echo(headline(ds))
+    _finish(ds, out, plot)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -19,10 +19,10 @@ from rlscape.analyses.regions import (
     run_regions,
     to_input,
 )
-from rlscape.training.train import parse_hyperparams, resolve_hyperparams, sb3_kwargs
 from rlscape.core.errors import RlscapeError
 from rlscape.core.piecewise import PiecewiseLinear, count_segments, dense_counts, partition_plane, plane_basis
 from rlscape.core.policy import load_checkpoint
+from rlscape.training.train import parse_hyperparams, resolve_hyperparams, sb3_kwargs
 from tests.training_runs import relu_run
 
 # -- training a ReLU agent: the command the refusal message names must work --------------------------

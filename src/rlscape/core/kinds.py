@@ -164,6 +164,33 @@ def _cvar_train(ds: xr.Dataset) -> str:
             f"{ds.sizes['proposal'] - 1}; PURD CVaR {_num(kept[0])} → {_num(kept[-1])}")
 
 
+def _grad_quality(ds: xr.Dataset) -> str:
+    n = ds["samples"].values
+    if "step" in ds.dims:
+        first, last = ds.isel(step=0), ds.isel(step=-1)
+        return (f"{ds.sizes['step']} checkpoints; cosine to the true gradient at N = {int(n[0])}: "
+                f"{_num(first['true_cosine_mean'].values[0])} (step {int(first['step'])}) → "
+                f"{_num(last['true_cosine_mean'].values[0])} (step {int(last['step'])})")
+    pw, tc = ds["pairwise_cosine_mean"].values, ds["true_cosine_mean"].values
+    return (f"mean pairwise cosine {_num(pw[0])} (N = {int(n[0])}) → {_num(pw[-1])} (N = {int(n[-1])}); "
+            f"cosine to truth {_num(tc[0])} → {_num(tc[-1])}")
+
+
+def _value_error(ds: xr.Dataset) -> str:
+    m = np.atleast_1d(ds["mre"].values)
+    where = f" (step {int(ds['step'].values[0])} → {int(ds['step'].values[-1])})" if "step" in ds.dims else ""
+    return f"critic MRE against MC returns {_num(m[0])}{'' if m.size == 1 else f' → {_num(m[-1])}'}{where}"
+
+
+def _surrogate(ds: xr.Dataset) -> str:
+    n = ds["samples"].values
+    s0 = ds["surrogate"].isel(beta=0)
+    j0 = ds["return_mean"].isel(beta=0)
+    return (f"{str(ds.attrs.get('algo', '')).upper()} step ‖Δθ‖ = {_num(ds.attrs.get('step_norm', float('nan')))}; along the step "
+            f"(N = {int(n[-1])}): surrogate {_num(s0.values[-1, 0])} → {_num(s0.values[-1, -1])}, "
+            f"return {_num(j0.values[-1, 0])} → {_num(j0.values[-1, -1])}")
+
+
 #: Every kind this rlscape reads, in the order a report lists them.
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("plane", "plane", False, "Return on a plane around a checkpoint", 1, _centre),
@@ -182,6 +209,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("regions-over-training", "regions", True, "Linear regions over training", 1, _regions),
     Kind("regions-plane", "regions-plane", False, "Linear regions of a 2-D plane of states", 1, _regions_plane),
     Kind("population", "population", False, "Population of parameter vectors", 1, _population),
+    Kind("grad-quality", "grad-quality", False, "Gradient-estimate quality vs samples", 1, _grad_quality),
+    Kind("grad-quality-over-training", "grad-quality", True, "Gradient-estimate quality over training", 1, _grad_quality),
+    Kind("value-error", "value-error", False, "Critic error against Monte-Carlo returns", 1, _value_error),
+    Kind("value-error-over-training", "value-error", True, "Critic error over training", 1, _value_error),
+    Kind("surrogate", "surrogate", False, "Surrogate vs true return on the update-step plane", 1, _surrogate),
     Kind("cliff-dive", "cliff-dive", True, "Cliff dive: one A2C/PPO update at cliffs and elsewhere", 1, _cliff_dive),
     Kind("purd", "purd", False, "Post-update return distribution", 1, _purd),
     Kind("purd-over-training", "purd", True, "Post-update return distributions over training", 1, _purd_over_training),

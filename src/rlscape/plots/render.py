@@ -25,6 +25,7 @@ from .interactive import plot_line_html, plot_plane_html
 from .overtrain import render_over_training
 from .population import plot_population
 from .purd import plot_cvar_train, plot_interpolation, plot_purd
+from .quality import plot_grad_quality, plot_surrogate, plot_value_error
 from .regions import plot_regions, plot_regions_plane
 from .static import check_run, plot_line, plot_plane
 
@@ -97,6 +98,11 @@ RENDERERS: dict[str, Renderer] = {
     "regions": lambda ds, out, o: plot_regions(ds, out, o.formats),
     "regions-over-training": lambda ds, out, o: plot_regions(ds, out, o.formats),
     "regions-plane": lambda ds, out, o: plot_regions_plane(ds, out, o.formats),
+    "grad-quality": lambda ds, out, o: plot_grad_quality(ds, out, o.formats),
+    "grad-quality-over-training": lambda ds, out, o: plot_grad_quality(ds, out, o.formats),
+    "value-error": lambda ds, out, o: plot_value_error(ds, out, o.formats),
+    "value-error-over-training": lambda ds, out, o: plot_value_error(ds, out, o.formats),
+    "surrogate": lambda ds, out, o: plot_surrogate(ds, out, o.formats),
 }
 
 
