@@ -54,6 +54,16 @@ def test_dask_plane_equals_the_local_plane_bit_for_bit(cartpole_ppo, client, tmp
     assert RunDir(tmp_path / "dask").read_run()["workers"].startswith("dask tcp://127.0.0.1:")
 
 
+def test_workers_undo_the_nannys_small_malloc_trim_threshold(cartpole_ppo, client, tmp_path):
+    """Dask nannies set MALLOC_TRIM_THRESHOLD_=65536, which made the evaluator's numpy arrays fresh mmaps
+    (CartPole planes at ~55 % of local speed); a worker that evaluated a chunk has reset it."""
+    from rlscape.core import dask_executor
+
+    assert set(client.run(lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {"65536"}
+    run_surface(_spec(cartpole_ppo, grid=3, episodes=2), tmp_path / "p", workers=client, progress=False)
+    assert all(client.run(lambda: dask_executor._MALLOC_TUNED).values())
+
+
 def test_a_population_on_dask_equals_the_local_one(cartpole_ppo, client):
     """Explicit members travel with the agent once per worker; tasks carry member indices."""
     from rlscape.core.policy import load_checkpoint
