@@ -961,5 +961,30 @@ def surrogate(
     _finish(ds, out, plot)
 
 
+@app.command()
+def subspace(
+    source: Annotated[Path, typer.Argument(help="A checkpoint or a training run of a stochastic policy (PPO, A2C, TRPO, SAC).")],
+    out: Out,
+    k: Annotated[str, typer.Option("--k", help="Subspace sizes, a,b,c (the largest is computed by Lanczos).")] = "1,10,50",
+    episodes: Annotated[int, typer.Option("--episodes", "-e", help="Episodes of the fixed batch (direction stream).")] = 100,
+    end: Annotated[str, typer.Option("--end", help="SA: top eigenspace of the loss −J (Schneider et al.) | LA: of J.")] = "SA",
+    checkpoints: Ckpts = None,
+    env: EnvOpt = None,
+    algo: AlgoOpt = None,
+    seed: Seed = 0,
+    params: Params = "actor",
+    overwrite: Overwrite = False,
+    plot: PlotOpt = True,
+) -> None:
+    """Fraction of the policy gradient inside the top-k Hessian eigenspace (and its overlap between checkpoints)."""
+    from rlscape.analyses.subspace import run_subspace
+    from rlscape.core.kinds import headline
+
+    ds = run_subspace(source, out, ks=_counts(k, "--k"), episodes=episodes, seed=seed, end=end, which=params,
+                      checkpoints=checkpoints, env_id=env, algo=algo, overwrite=overwrite)
+    typer.echo(headline(ds))
+    _finish(ds, out, plot)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -130,6 +130,15 @@ def _regions_plane(ds: xr.Dataset) -> str:
     return f"{ds.attrs.get('n_regions', '?')} linear regions in the plane ({ds.attrs.get('mode', '')})"
 
 
+def _subspace(ds: xr.Dataset) -> str:
+    f = ds["fraction"].values
+    k = int(ds["k"].values[-1])
+    last = f[-1, -1] if f.ndim == 2 else f[-1]
+    where = f" at step {int(ds['step'].values[-1])}" if "step" in ds.dims else ""
+    return (f"{_num(last)} of ‖g‖² in the top-{k} Hessian eigenspace{where} "
+            f"(a random subspace: {_num(float(ds['random_fraction'].values.ravel()[-1]))})")
+
+
 def _cliffs(ds: xr.Dataset) -> str:
     return f"{int(ds['cliff'].sum())} of {ds.sizes['step']} checkpoints are cliffs"
 
@@ -208,6 +217,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("regions", "regions", False, "Linear regions along segments", 1, _regions),
     Kind("regions-over-training", "regions", True, "Linear regions over training", 1, _regions),
     Kind("regions-plane", "regions-plane", False, "Linear regions of a 2-D plane of states", 1, _regions_plane),
+    Kind("subspace", "subspace", False, "Gradient in the top Hessian eigenspace", 1, _subspace),
+    Kind("subspace-over-training", "subspace", True, "Gradient in the top Hessian eigenspace over training", 1, _subspace),
     Kind("population", "population", False, "Population of parameter vectors", 1, _population),
     Kind("grad-quality", "grad-quality", False, "Gradient-estimate quality vs samples", 1, _grad_quality),
     Kind("grad-quality-over-training", "grad-quality", True, "Gradient-estimate quality over training", 1, _grad_quality),

@@ -28,6 +28,7 @@ from .purd import plot_cvar_train, plot_interpolation, plot_purd
 from .quality import plot_grad_quality, plot_surrogate, plot_value_error
 from .regions import plot_regions, plot_regions_plane
 from .static import check_run, plot_line, plot_plane
+from .subspace import plot_subspace
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ RENDERERS: dict[str, Renderer] = {
     "value-error": lambda ds, out, o: plot_value_error(ds, out, o.formats),
     "value-error-over-training": lambda ds, out, o: plot_value_error(ds, out, o.formats),
     "surrogate": lambda ds, out, o: plot_surrogate(ds, out, o.formats),
+    "subspace": lambda ds, out, o: plot_subspace(ds, out, o.formats),
+    "subspace-over-training": lambda ds, out, o: plot_subspace(ds, out, o.formats),
 }
 
 
