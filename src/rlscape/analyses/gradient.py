@@ -27,7 +27,6 @@ from rlscape.core.lifecycle import Run
 from rlscape.core.params import NamedArrays
 from rlscape.core.pg import BASELINES, FlatPolicy, GradientEstimate, reinforce, torch_threads
 from rlscape.core.policy import Agent
-from rlscape.core.runs import select_checkpoints
 from rlscape.core.trajectories import check_stochastic, collect, collect_steps, stream_seeds
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
     """
     from rlscape.core.lifecycle import checkpoint_or_run
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.runs import over_training
+    from rlscape.core.runs import first_checkpoint
 
     if kind not in KINDS:
         raise RlscapeError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -136,7 +135,7 @@ def run_gradient(source: str | Path, out: str | Path, *, episodes: int | None = 
         raise RlscapeError(f"--episodes must be a positive integer, not {episodes}")
     if seed < 0:
         raise RlscapeError(f"--seed must be ≥ 0, not {seed}")
-    first = select_checkpoints(source, checkpoints)[0][1] if over_training(source, checkpoints) else Path(source)
+    first = first_checkpoint(source, checkpoints)[1]
     agent0 = load_checkpoint(first, env_id, algo=algo)  # check the first before touching --out
     if kind == "reinforce":
         check_stochastic(agent0, "the policy gradient")

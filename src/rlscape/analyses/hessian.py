@@ -169,14 +169,13 @@ def run_hessian(source: str | Path, out: str | Path, *, episodes: int = 100, k: 
     from rlscape.core.directions import Direction
     from rlscape.core.lifecycle import Run, checkpoint_or_run
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.runs import over_training, select_checkpoints
+    from rlscape.core.runs import first_checkpoint
 
     if episodes < 2:
         raise RlscapeError(f"--episodes must be at least 2 (the mean baseline needs a batch), not {episodes}")
     if seed < 0:
         raise RlscapeError(f"--seed must be ≥ 0, not {seed}")
-    many = over_training(source, checkpoints)
-    first_path = select_checkpoints(source, checkpoints)[0][1] if many else Path(source)
+    many, first_path = first_checkpoint(source, checkpoints)
     first = load_checkpoint(first_path, env_id, algo=algo)
     check_stochastic(first, "the policy Hessian", update_hint=False)
     P = FlatPolicy(first, which).size

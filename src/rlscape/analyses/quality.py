@@ -400,9 +400,9 @@ def value_error(agent: Agent, *, episodes: int = 100, seed: int = 0, floor: floa
 
 def _first_agent(source: str | Path, checkpoints: str | None, env_id: str | None, algo: str | None) -> tuple[Path, Agent]:
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.runs import over_training, select_checkpoints
+    from rlscape.core.runs import first_checkpoint
 
-    first = select_checkpoints(source, checkpoints)[0][1] if over_training(source, checkpoints) else Path(source)
+    first = first_checkpoint(source, checkpoints)[1]
     return first, load_checkpoint(first, env_id, algo=algo)
 
 

@@ -59,7 +59,7 @@ def run_subspace(source: str | Path, out: str | Path, *, ks: Sequence[int] = (1,
     """Gradient fractions in the top-k Hessian eigenspace of a checkpoint, or of each checkpoint of a run
     (then also the overlap of consecutive eigenspaces). Dims ``k`` (and ``step``), ``rank``."""
     from rlscape.core.policy import load_checkpoint
-    from rlscape.core.runs import over_training, select_checkpoints
+    from rlscape.core.runs import first_checkpoint
 
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -68,8 +68,7 @@ def run_subspace(source: str | Path, out: str | Path, *, ks: Sequence[int] = (1,
         raise RlscapeError(f"--end must be SA (top eigenspace of the loss −J) or LA (of J), not {end!r}")
     if episodes < 2:
         raise RlscapeError(f"--episodes must be at least 2 (the leave-one-out baseline), not {episodes}")
-    many = over_training(source, checkpoints)
-    first_path = select_checkpoints(source, checkpoints)[0][1] if many else Path(source)
+    many, first_path = first_checkpoint(source, checkpoints)
     first = load_checkpoint(first_path, env_id, algo=algo)
     check_stochastic(first, "the policy Hessian", update_hint=False)
     P = FlatPolicy(first, which).size

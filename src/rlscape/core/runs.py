@@ -57,6 +57,13 @@ def over_training(source: str | Path, checkpoints: str | None) -> bool:
     return False
 
 
+def first_checkpoint(source: str | Path, checkpoints: str | None) -> tuple[bool, Path]:
+    """(whether ``source`` is analysed over training, the first checkpoint it selects): an analysis checks
+    this one before it touches ``--out``."""
+    many = over_training(source, checkpoints)
+    return many, (select_checkpoints(source, checkpoints)[0][1] if many else Path(source))
+
+
 def is_training_run(path: str | Path) -> bool:
     """Whether ``path`` is a training run directory written by ``rlscape train``."""
     p = Path(path)
