@@ -29,7 +29,10 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write (
 EnvOpt = Annotated[str | None, typer.Option("--env", help="Env id, needed only when the checkpoint does not name it; module:Env-v0 for custom envs.")]
 VecNorm = Annotated[Path | None, typer.Option("--vecnormalize", help="VecNormalize statistics for a bare .zip model.")]
 AlgoOpt = Annotated[str | None, typer.Option("--algo", help="ppo|a2c|trpo|sac|td3|ddpg|dqn; detected from the model when omitted.")]
-Episodes = Annotated[int | None, typer.Option("--episodes", "-e", help="Complete episodes per point (default 20 unless --steps).")]
+Episodes = Annotated[str | None, typer.Option("--episodes", "-e", help="Complete episodes per point (default 20 unless --steps); 'auto' with --target-sem: adaptive.")]
+TargetSem = Annotated[float | None, typer.Option("--target-sem", help="With --episodes auto: add episodes in rounds where the SEM of the mean return is above this.", rich_help_panel="Adaptive budget")]
+MinEpisodes = Annotated[int | None, typer.Option("--min-episodes", help="With --episodes auto: episodes every point gets first (default 10).", rich_help_panel="Adaptive budget")]
+MaxEpisodes = Annotated[int | None, typer.Option("--max-episodes", help="With --episodes auto: most episodes a point gets (default 400).", rich_help_panel="Adaptive budget")]
 Steps = Annotated[int | None, typer.Option("--steps", help="Instead of --episodes: episodes until at least S steps per point.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of directions, env resets and action noise.")]
 Det = Annotated[bool, typer.Option("--deterministic", help="Act with the mode of the policy instead of sampling.")]
@@ -100,10 +103,11 @@ def _pair(text: str, what: str, cast: type = float) -> tuple[Any, Any]:
     raise RlscapeError(f"{what} must be a number or two numbers separated by a comma, not {text!r}")
 
 
-def _eval(episodes: int | None, steps: int | None, seed: int, deterministic: bool) -> Any:
+def _eval(episodes: str | int | None, steps: int | None, seed: int, deterministic: bool, target_sem: float | None = None,
+          min_episodes: int | None = None, max_episodes: int | None = None) -> Any:
     from rlscape.core.spec import EvalSpec
 
-    return EvalSpec.from_budget(episodes, steps, seed, deterministic)
+    return EvalSpec.from_budget(episodes, steps, seed, deterministic, target_sem, min_episodes, max_episodes)
 
 
 def _finish(ds: Any, out: Path, plot: bool) -> None:
@@ -135,6 +139,9 @@ def plane(
     dir1: Annotated[str, typer.Option("--dir1", help="random | gradient | PATH to a direction .npz keyed by parameter name.")] = "random",
     dir2: Annotated[str, typer.Option("--dir2", help="random | gradient | PATH to a direction .npz.")] = "random",
     episodes: Episodes = None,
+    target_sem: TargetSem = None,
+    min_episodes: MinEpisodes = None,
+    max_episodes: MaxEpisodes = None,
     steps: Steps = None,
     seed: Seed = 0,
     deterministic: Det = False,
@@ -164,7 +171,7 @@ def plane(
     spec = validated(SurfaceSpec, kind="plane", checkpoint=str(checkpoint), env_id=env,
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=g,
                      ranges=((-m[0], m[0]), (-m[1], m[1])), directions=(dir1, dir2), normalization=normalization,
-                     bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic),
+                     bias=bias, params=params, evaluation=_eval(episodes, steps, seed, deterministic, target_sem, min_episodes, max_episodes),
                      scale=scale, gradient_episodes=gradient_episodes)
     if _over_training(checkpoint, all_checkpoints, checkpoints):
         _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
@@ -186,6 +193,9 @@ def line(
     vecnormalize: VecNorm = None,
     algo: AlgoOpt = None,
     episodes: Episodes = None,
+    target_sem: TargetSem = None,
+    min_episodes: MinEpisodes = None,
+    max_episodes: MaxEpisodes = None,
     steps: Steps = None,
     seed: Seed = 0,
     deterministic: Det = False,
@@ -218,7 +228,7 @@ def line(
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(checkpoint), env_id=env,
                      vecnormalize=str(vecnormalize) if vecnormalize else None, algo=algo, grid=(points,),
                      ranges=(rng,), directions=(direction,), normalization=normalization, bias=bias, params=params,
-                     evaluation=_eval(episodes, steps, seed, deterministic),
+                     evaluation=_eval(episodes, steps, seed, deterministic, target_sem, min_episodes, max_episodes),
                      scale=scale, gradient_episodes=gradient_episodes)
     if _over_training(checkpoint, all_checkpoints, checkpoints):
         _surface_over_training(spec, out, checkpoints, overwrite, workers, max_envs, plot, generic_envs)
@@ -279,6 +289,9 @@ def population(
     env: EnvOpt = None,
     algo: AlgoOpt = None,
     episodes: Episodes = None,
+    target_sem: TargetSem = None,
+    min_episodes: MinEpisodes = None,
+    max_episodes: MaxEpisodes = None,
     steps: Steps = None,
     seed: Seed = 0,
     deterministic: Det = False,
@@ -302,7 +315,8 @@ def population(
         raise RlscapeError(f"cannot read --thetas {thetas} ({exc}); give an .npz written by numpy.savez") from None
     agent = load_checkpoint(checkpoint, env, algo=algo)
     ds = evaluate_population(agent, members, episodes=episodes, steps=steps, seed=seed, deterministic=deterministic,
-                             workers=workers, out=out, overwrite=overwrite, max_envs=max_envs)
+                             workers=workers, out=out, overwrite=overwrite, max_envs=max_envs, target_sem=target_sem,
+                             min_episodes=min_episodes, max_episodes=max_episodes)
     _finish(ds, out, plot)
 
 
@@ -315,6 +329,9 @@ def curve(
     env: EnvOpt = None,
     algo: AlgoOpt = None,
     episodes: Episodes = None,
+    target_sem: TargetSem = None,
+    min_episodes: MinEpisodes = None,
+    max_episodes: MaxEpisodes = None,
     steps: Steps = None,
     seed: Seed = 0,
     deterministic: Det = False,
@@ -328,7 +345,7 @@ def curve(
     from rlscape.core.spec import validated
 
     spec = validated(CurveSpec, run=str(run), checkpoints=checkpoints.strip() if checkpoints else "all", env_id=env, algo=algo,
-                     evaluation=_eval(episodes, steps, seed, deterministic))
+                     evaluation=_eval(episodes, steps, seed, deterministic, target_sem, min_episodes, max_episodes))
     ds = run_curve(spec, out, overwrite=overwrite, workers=workers, max_envs=max_envs)  # type: ignore[arg-type]
     _finish(ds, out, plot)
 
@@ -435,6 +452,8 @@ def stepsize(
     from rlscape.analyses.stepsize import stepsize as run_stepsize
     from rlscape.core.spec import validated
 
+    if episodes is not None and episodes.strip().lower() == "auto":
+        raise RlscapeError("--episodes auto is not supported by rlscape stepsize (its bisection compares fixed budgets); give --episodes N or --steps S")
     over_run = _over_training(target, all_checkpoints, checkpoints)
     spec = validated(StepSizeSpec, checkpoint=str(target), env_id=env, vecnormalize=str(vecnormalize) if vecnormalize else None,
                      algo=algo, direction=direction, normalization=normalization, bias=bias, params=params,

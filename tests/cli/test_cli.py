@@ -201,6 +201,11 @@ BAD = {
     "out is a file": (lambda t, c: ["plane", c, "--out", _file(t)], "is a file"),
     "zero workers": (lambda t, c: ["plane", c, "--workers", "0", "--grid", "1", "--episodes", "1", "--out", t / "o"], "--workers"),
     "plot of nothing": (lambda t, c: ["plot", t], "no results"),
+    "auto without a target": (lambda t, c: ["line", c, "--episodes", "auto", "--out", t / "o"], "--target-sem"),
+    "target with fixed episodes": (lambda t, c: ["plane", c, "--episodes", "5", "--target-sem", "2", "--out", t / "o"], "--episodes auto"),
+    "episodes not a number": (lambda t, c: ["plane", c, "--episodes", "many", "--out", t / "o"], "'auto'"),
+    "negative target": (lambda t, c: ["plane", c, "--episodes", "auto", "--target-sem", "-1", "--out", t / "o"], "positive"),
+    "auto for stepsize": (lambda t, c: ["stepsize", c, "--episodes", "auto", "--out", t / "o"], "not supported"),
     "missing argument": (lambda t, c: ["plane"], "Missing argument"),
     "unknown option": (lambda t, c: ["plane", c, "--out", t / "o", "--bogus"], "No such option: --bogus"),
 }

@@ -7,7 +7,8 @@ import torch
 from rlscape.core.directions import random_direction
 from rlscape.core.evaluate import Budget, PopulationEvaluator
 from rlscape.core.execute import evaluate_points
-from rlscape.core.policy import load_checkpoint
+from rlscape.core.policy import Agent, load_checkpoint
+from rlscape.core.threads import single_threaded
 from tests.core.rounding import assert_within_rounding
 
 
@@ -74,27 +75,33 @@ def test_single_output_products_do_not_depend_on_the_batch():
     from rlscape.core.evaluate import Budget, block_rows
 
     assert [block_rows(Budget(episodes=e)) for e in (1, 10, 50, 64, 100, 1000)] == [8, 10, 50, 64, 50, 63]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the evaluator computes
-    try:
+    with single_threaded():  # as the evaluator computes
         _check_row_invariance()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _check_row_invariance() -> None:
-    from rlscape.core.fastmlp import _batched_linear
+    from rlscape.core.fastmlp import _batched_linear, _matmul_np
+
+    def numpy_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # the evaluator's path (no autograd)
+        return torch.from_numpy(_matmul_np(x.numpy(), w.numpy().swapaxes(-1, -2)))
+
+    def shared_numpy_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # one weight for all points
+        return torch.from_numpy(_matmul_np(x.numpy(), w[0].numpy().T))
 
     g = torch.Generator().manual_seed(0)
-    for rows in (8, 10, 16, 50, 64):
-        for n_in, n_out in ((4, 64), (64, 64), (64, 1), (256, 2), (3, 1)):
-            w = torch.randn(40, n_out, n_in, generator=g)
-            x = torch.randn(40, rows, n_in, generator=g)
-            ref = _batched_linear(x[:1], w[:1])
-            for count in (2, 4, 8, 17, 40):
-                assert torch.equal(_batched_linear(x[:count], w[:count])[:1], ref), (rows, n_in, n_out, count)
-            perm = torch.randperm(rows, generator=g)
-            assert torch.equal(_batched_linear(x[:1, perm], w[:1]), ref[:, perm]), (rows, n_in, n_out)
+    for linear in (_batched_linear, numpy_linear, shared_numpy_linear):
+        for rows in (8, 10, 16, 50, 63, 64):
+            for n_in, n_out in ((4, 64), (64, 64), (64, 1), (256, 2), (3, 1), (64, 3), (256, 6), (400, 17), (11, 300)):
+                w = torch.randn(40, n_out, n_in, generator=g)
+                if linear is shared_numpy_linear:
+                    w = w[:1].expand(40, -1, -1)
+                x = torch.randn(40, rows, n_in, generator=g)
+                ref = linear(x[:1], w[:1])
+                for count in (2, 4, 8, 17, 40):
+                    assert torch.equal(linear(x[:count], w[:count])[:1], ref), (linear.__name__, rows, n_in, n_out, count)
+                for _ in range(3):
+                    perm = torch.randperm(rows, generator=g)
+                    assert torch.equal(linear(x[:1, perm], w[:1]), ref[:, perm]), (linear.__name__, rows, n_in, n_out)
 
 
 def test_common_random_numbers(cartpole_ppo):
@@ -292,3 +299,54 @@ def test_vmap_heads_do_not_depend_on_max_envs_either():
         res = ev.evaluate(coords, Budget(episodes=6))
         runs.append(np.concatenate([res.returns, res.value_sums], axis=1))
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize(("algo", "env_id"), [("ppo", "CartPole-v1"), ("ppo", "Pendulum-v1"), ("sac", "Pendulum-v1"),
+                                               ("dqn", "CartPole-v1")])
+def test_fast_forward_equals_sb3s_own_forward(untrained, algo, env_id):
+    """The evaluator's numpy forward against SB3's own modules, point by point on copies of the
+    policy holding each point's parameters (methods-independent: SB3's ``get_distribution``,
+    ``predict_values``, ``actor.get_action_dist_params``, ``q_net``), within float32 rounding."""
+    import copy
+
+    from rlscape.core.fastmlp import fast_mlp_forward
+
+    agent = load_checkpoint(untrained(algo, env_id), env_id)
+    theta = agent.parameters("all")
+    dirs = [random_direction(theta, 0, i).values for i in range(2)]
+    coords = np.random.default_rng(0).normal(size=(4, 2))
+    params = PopulationEvaluator(agent, theta, dirs, seed=0, deterministic=False)._stacked(coords)
+    space = agent.observation_space
+    low, high = np.maximum(space.low, -5), np.minimum(space.high, 5)
+    obs = (low + (high - low) * np.random.default_rng(1).random((4, 10, *space.shape))).astype(np.float32)
+    with torch.inference_mode():
+        got = fast_mlp_forward(agent.head)(params, torch.from_numpy(obs))
+    for k in range(len(coords)):
+        policy = copy.deepcopy(agent.head.p)
+        with torch.no_grad():
+            for name, value in policy.named_parameters():
+                if Agent.functional_name(name) in params:  # the others are the head's own in both
+                    value.copy_(params[Agent.functional_name(name)][k])
+            o = torch.from_numpy(obs[k])
+            if algo == "ppo":
+                dist = policy.get_distribution(o).distribution
+                if "logits" in got:  # torch's Categorical stores normalised logits: compare log-probabilities
+                    log_p = torch.log_softmax(got["logits"][k], -1)
+                    torch.testing.assert_close(log_p, dist.logits, rtol=0, atol=_tol(agent, dist.logits))
+                else:
+                    torch.testing.assert_close(got["mean"][k], dist.mean, rtol=0, atol=_tol(agent, dist.mean))
+                value = policy.predict_values(o).squeeze(-1)
+                torch.testing.assert_close(got["value"][k], value, rtol=0, atol=_tol(agent, value))
+            elif algo == "sac":
+                mean, log_std, _ = policy.actor.get_action_dist_params(o)
+                torch.testing.assert_close(got["mean"][k], mean, rtol=0, atol=_tol(agent, mean))
+                torch.testing.assert_close(got["log_std"][k], log_std, rtol=0, atol=_tol(agent, log_std))
+            else:
+                q = policy.q_net(o)
+                torch.testing.assert_close(got["q"][k], q, rtol=0, atol=_tol(agent, q))
+
+
+def _tol(agent, want: torch.Tensor) -> float:
+    from tests.core.rounding import relative_tolerance
+
+    return relative_tolerance(agent.head) * float(want.abs().max()) + 1e-30

@@ -28,17 +28,17 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from rlscape.analyses.surface import build_dataset, evaluate_surface, prepare_surface
+from rlscape.core.budgets import budget_attrs, evaluate_budget
 from rlscape.core.dask_executor import check_workers, is_client
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import BlockResult, Budget, episode_seeds
-from rlscape.core.execute import evaluate_points
+from rlscape.core.evaluate import episode_seeds
 from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, over_checkpoints
 from rlscape.core.params import check_finite
 from rlscape.core.policy import load_checkpoint
 from rlscape.core.runs import checkpoint_name, checkpoints_label, is_checkpoint, select_checkpoints
 from rlscape.core.spec import EvalSpec, SurfaceSpec, validated
-from rlscape.core.store import cpu_count
+from rlscape.core.store import ChunkData, cpu_count, merge_chunks
 
 log = logging.getLogger(__name__)
 
@@ -178,17 +178,16 @@ def evaluate_checkpoint(spec: CurveSpec, max_envs: int | None, step: int, folder
     agent.check_sampling(ev.deterministic)
     theta = agent.parameters("actor")
     check_finite(theta, f"checkpoint {folder}")
-    got: list[BlockResult] = []
-    evaluate_points(agent, theta, [], np.zeros((1, 0)), np.array([0]), Budget(episodes=ev.episodes, steps=ev.steps),
-                    seed=ev.seed, deterministic=ev.deterministic, workers=workers, max_envs=max_envs,
-                    on_chunk=lambda _pts, res: got.append(res))
+    chunks: list[ChunkData] = []  # (an adaptive budget adds episodes to the one point in rounds)
+    env_steps = evaluate_budget(agent, theta, [], np.zeros((1, 0)), 1, ev, chunks, on_chunk=lambda c: None,
+                                workers=workers, max_envs=max_envs)
     torch.set_num_threads(threads)
-    res = got[0]
-    arrays = {k: np.asarray(getattr(res, k))[0] for k in _CURVE_FIELDS}
+    merged = merge_chunks(chunks, 1)
+    arrays = {k: np.asarray(merged[k])[0] for k in _CURVE_FIELDS}
     facts = {"checkpoint": agent.source, "env_id": agent.env.env_id, "algo": agent.algo, "gamma": agent.gamma,
-             "has_critic": int(agent.has_value), "env_steps": int(res.env_steps)}
+             "has_critic": int(agent.has_value), "env_steps": int(env_steps)}
     if run is not None:
-        run.record(env=agent.env.describe(), algo=agent.algo, env_steps_this_session=int(res.env_steps),
+        run.record(env=agent.env.describe(), algo=agent.algo, env_steps_this_session=int(env_steps),
                    seeds=episode_seeds(ev.seed))
     return curve_dataset(spec, [step], [(arrays, facts)])
 
@@ -245,7 +244,7 @@ def curve_dataset(spec: CurveSpec, steps: list[int], results: list[tuple[dict[st
     attrs: dict[str, Any] = {
         **kind_attrs("curve"), "env_id": facts[0]["env_id"], "algo": facts[0]["algo"], "training_run": spec.run,
         "checkpoints": spec.checkpoints, "seed": ev.seed, "deterministic": int(ev.deterministic),
-        "episodes": ev.episodes or 0, "steps": ev.steps or 0, "gamma": facts[0]["gamma"],
+        **budget_attrs(ev), "gamma": facts[0]["gamma"],
         "has_critic": int(all(f["has_critic"] for f in facts)),
     }
     ds = build_dataset(spec, [np.asarray(steps, np.int64)], merged, attrs).rename(alpha="step")  # type: ignore[arg-type]

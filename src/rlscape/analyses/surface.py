@@ -11,17 +11,18 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from rlscape.core.budgets import budget_attrs, evaluate_budget
 from rlscape.core.dask_executor import check_workers, describe_workers
 from rlscape.core.directions import DIRECTION_STREAM, Direction, cosine, difference, load_direction, random_direction
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import BlockResult, Budget, episode_seeds, point_summaries
-from rlscape.core.execute import evaluate_points
+from rlscape.core.evaluate import episode_seeds, point_summaries
 from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.params import check_compatible, check_finite
@@ -236,7 +237,7 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
         **kind_attrs(spec.kind), "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": agent.source,
         "params": spec.params, "normalization": spec.normalization, "bias": spec.bias,
         "seed": spec.evaluation.seed, "deterministic": int(spec.evaluation.deterministic),
-        "episodes": spec.evaluation.episodes or 0, "steps": spec.evaluation.steps or 0,
+        **budget_attrs(spec.evaluation),
         "gamma": agent.gamma, "has_critic": int(agent.has_value), "critic_reward_units": agent.env.critic_reward_units(),
         "n_parameters": int(sum(v.size for v in theta0.values())),
     }
@@ -266,15 +267,10 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
         )
         chunks = run.dir.read_chunks()
 
-    done = np.zeros(len(coords), bool)
-    for c in chunks:
-        done[c.points] = True
-    todo = np.flatnonzero(~done)
-    if chunks:
-        log.info("resuming: %d of %d points already done", int(done.sum()), len(coords))
     ev = spec.evaluation
-    budget = Budget(episodes=ev.episodes, steps=ev.steps)
-    bar = _progress_bar(len(coords), int(done.sum()), enabled=progress)
+    if chunks:
+        log.info("resuming: %d chunks of %d points already done", len(chunks), len(coords))
+    bar = _progress_bar(len(coords), enabled=progress)
     last_save = [time.monotonic()]
     t_start = time.perf_counter()
     steps_here = [0]
@@ -283,24 +279,23 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
         if run is not None:
             run.write_dataset(build_dataset(spec, ax, merge_chunks(chunks, len(coords)), attrs))
 
-    def on_chunk(points: np.ndarray, res: BlockResult) -> None:
-        arrays = res.arrays()
+    def on_chunk(c: ChunkData) -> None:
         if run is not None:
-            run.dir.write_chunk(points, arrays)
-        chunks.append(ChunkData(points, **arrays))
-        steps_here[0] += res.env_steps
-        if bar is not None:
-            bar.update(len(points))
-            elapsed = time.perf_counter() - t_start
-            bar.set_postfix_str(f"{steps_here[0] / max(elapsed, 1e-9):,.0f} env-steps/s")
+            run.dir.save_chunk(c)
         if time.monotonic() - last_save[0] > _SAVE_EVERY_S:
             save_dataset()
             last_save[0] = time.monotonic()
 
+    def on_progress(points: int, env_steps: int) -> None:
+        steps_here[0] += env_steps
+        if bar is not None:
+            bar.update(points)
+            bar.set_postfix_str(f"{steps_here[0] / max(time.perf_counter() - t_start, 1e-9):,.0f} env-steps/s")
+
     try:
-        evaluate_points(agent, theta0, [d.values for d in dirs], coords, todo, budget,
-                        seed=ev.seed, deterministic=ev.deterministic, workers=workers, max_envs=max_envs,
-                        generic=generic_envs, on_chunk=on_chunk)
+        evaluate_budget(agent, theta0, [d.values for d in dirs], coords, len(coords), ev, chunks, on_chunk=on_chunk,
+                        workers=workers, max_envs=max_envs, generic=generic_envs, on_progress=on_progress,
+                        on_round=None if bar is None else partial(_round_bar, bar, ev.adaptive, len(coords)))
     finally:
         if bar is not None:
             bar.close()
@@ -314,12 +309,22 @@ def evaluate_surface(run: Run | None, spec: SurfaceSpec, agent: Agent, theta0: d
     return ds
 
 
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="pt", desc="points", dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=total, unit="pt", desc="points", dynamic_ncols=True, mininterval=0.5)
+
+
+def _round_bar(bar: Any, adaptive: bool, n_points: int, points: int, first: int, episodes: int) -> None:
+    """Show the round about to run: the points left of a fixed budget, or an adaptive round's episodes."""
+    if adaptive:
+        bar.reset(total=points)
+        bar.set_description(f"episodes {first}–{first + episodes - 1}")
+    else:
+        bar.reset(total=n_points)
+        bar.update(n_points - points)
 
 
 # -- notebook API ----------------------------------------------------------------------------------
@@ -331,7 +336,7 @@ def plane(
     dir2: Direction | Mapping[str, Any] | str = "random",
     grid: int | tuple[int, int] = 21,
     magnitude: float | tuple[float, float] = 1.0,
-    episodes: int | None = None,
+    episodes: int | str | None = None,
     steps: int | None = None,
     seed: int = 0,
     deterministic: bool = False,
@@ -342,12 +347,17 @@ def plane(
     workers: int | Any | None = None,
     env_id: str | None = None,
     progress: bool = True,
+    target_sem: float | None = None,
+    min_episodes: int | None = None,
+    max_episodes: int | None = None,
 ) -> xr.Dataset:
     """Mean return on the plane θ0 + α·d1 + β·d2 around an agent (or a checkpoint path).
 
     Returns a Dataset with dims ``alpha`` (g1), ``beta`` (g2), ``episode`` (E). Directions are
     ``"random"`` (seeded Gaussian, normalised), a path to a direction ``.npz``, or a
     :class:`~rlscape.core.directions.Direction` / mapping name → array, used as given.
+    ``episodes="auto"`` with ``target_sem`` (and ``min_episodes``, ``max_episodes``): an adaptive
+    budget (:mod:`rlscape.core.budgets`); ``n_episodes`` then differs per point.
     ``workers``: processes (default: all cores) or a ``dask.distributed.Client`` (the same numbers).
     """
     d1, d2 = as_direction(dir1), as_direction(dir2)
@@ -356,7 +366,7 @@ def plane(
     loaded = agent if isinstance(agent, Agent) else None
     spec = validated(SurfaceSpec, kind="plane", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
                      env_id=env_id, grid=g, ranges=tuple((-float(x), float(x)) for x in m), directions=_names(d1, d2),
-                     normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic))
+                     normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic, target_sem, min_episodes, max_episodes))
     return run_surface(spec, out, agent=loaded, directions=_objects(d1, d2), overwrite=overwrite,  # type: ignore[arg-type]
                        workers=workers, progress=progress)
 
@@ -375,7 +385,7 @@ def line(
     direction: Direction | Mapping[str, Any] | str = "random",
     points: int = 21,
     range: tuple[float, float] | None = None,  # noqa: A002 - mirrors the CLI flag
-    episodes: int | None = None,
+    episodes: int | str | None = None,
     steps: int | None = None,
     seed: int = 0,
     deterministic: bool = False,
@@ -386,6 +396,9 @@ def line(
     workers: int | Any | None = None,
     env_id: str | None = None,
     progress: bool = True,
+    target_sem: float | None = None,
+    min_episodes: int | None = None,
+    max_episodes: int | None = None,
 ) -> xr.Dataset:
     """Mean return along θ0 + α·d, or along (1−α)·θ1 + α·θ2 when ``direction`` is a checkpoint.
 
@@ -399,6 +412,6 @@ def line(
     rng = range if range is not None else ((0.0, 1.0) if isinstance(d, str) and is_checkpoint(d) else (-1.0, 1.0))
     spec = validated(SurfaceSpec, kind="line", checkpoint=str(agent if loaded is None else loaded.source or "<in-memory>"),
                      env_id=env_id, grid=(points,), ranges=(tuple(map(float, rng)),), directions=_names(d),
-                     normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic))
+                     normalization=normalization, params=params, evaluation=EvalSpec.from_budget(episodes, steps, seed, deterministic, target_sem, min_episodes, max_episodes))
     return run_surface(spec, out, agent=loaded, directions=_objects(d), overwrite=overwrite,  # type: ignore[arg-type]
                        workers=workers, progress=progress)

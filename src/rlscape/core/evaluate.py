@@ -26,6 +26,7 @@ from rlscape.core.fastmlp import fast_mlp_forward
 from rlscape.core.forward import SkippingForward, make_forward
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import ACTION, CATEGORICAL, GAUSSIAN, QVALUES, SQUASHED, TANH, Agent
+from rlscape.core.threads import single_threaded
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,18 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class Budget:
-    """``episodes`` complete episodes per point, or episodes until at least ``steps`` steps."""
+    """``episodes`` complete episodes per point (ids ``first … first + episodes − 1``), or episodes
+    ``0, 1, …`` until at least ``steps`` steps."""
 
     episodes: int | None = None
     steps: int | None = None
+    first: int = 0
 
     def __post_init__(self) -> None:
         if (self.episodes is None) == (self.steps is None):
             raise ValueError("give exactly one of episodes or steps")
+        if self.first and self.steps is not None:
+            raise ValueError("a steps budget starts at episode 0")
 
 
 @dataclass
@@ -257,17 +262,14 @@ class PopulationEvaluator:
         """Evaluate every row of ``coords`` (K, n_dirs) — with ``members``: indices (K,) — under ``budget``."""
         coords = np.asarray(coords, np.int64).reshape(-1) if self.members is not None else np.atleast_2d(np.asarray(coords, np.float64))
         self.rows = block_rows(budget)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one thread, as in every worker: BLAS splits work (and sums) by thread count
-        try:
+        with single_threaded():  # one thread, as in every worker: BLAS splits work (and sums) by thread count
             if budget.episodes is not None:
-                return self._evaluate_episodes(coords, budget.episodes)
+                return self._evaluate_episodes(coords, budget.episodes, budget.first)
             assert budget.steps is not None  # Budget holds exactly one of episodes and steps
             return self._evaluate_steps(coords, int(budget.steps))
-        finally:
-            torch.set_num_threads(threads)
 
-    def _evaluate_episodes(self, coords: np.ndarray, episodes: int) -> BlockResult:
+    def _evaluate_episodes(self, coords: np.ndarray, episodes: int, first: int = 0) -> BlockResult:
+        """Episodes ``first … first + episodes − 1`` of every point; column j of the result is episode ``first + j``."""
         K = coords.shape[0]
         res = _empty(K, episodes)
         e_block = min(episodes, self.max_envs)
@@ -276,7 +278,7 @@ class PopulationEvaluator:
             ks = np.arange(k0, min(K, k0 + k_block))
             for e0 in range(0, episodes, e_block):
                 es = np.arange(e0, min(episodes, e0 + e_block))
-                part = self._rectangle(coords[ks], es)
+                part = self._rectangle(coords[ks], first + es)
                 _store(res, part, ks, es)
         return res
 

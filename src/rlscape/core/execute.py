@@ -21,13 +21,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any
 
 import numpy as np
-import torch
 
 from rlscape.core.errors import RlscapeError
 from rlscape.core.evaluate import BlockResult, Budget, PopulationEvaluator
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import Agent
 from rlscape.core.store import cpu_count
+from rlscape.core.threads import pin_process_to_one_thread
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _init_worker(payload: bytes | tuple[Any, ...], stop: Any) -> None:
     global _WORKER
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    torch.set_num_threads(1)
+    pin_process_to_one_thread()
     agent, base, basis, members, kwargs = pickle.loads(payload) if isinstance(payload, bytes) else payload
     _WORKER = PopulationEvaluator(agent, base, basis, members=members, should_stop=stop.is_set, **kwargs)
 
@@ -144,10 +144,8 @@ def evaluate_points(
     def rows(pts: np.ndarray) -> np.ndarray:
         return pts if coords is None else coords[pts]
     if workers == 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the same arithmetic as in worker processes: results never depend on --workers
         evaluator = PopulationEvaluator(agent, base, basis, members=members, **kwargs)
-        try:
+        try:  # the same arithmetic as in worker processes (evaluate() runs single-threaded): results never depend on --workers
             for pts in chunks:
                 res = evaluator.evaluate(rows(pts), budget)
                 total_steps += res.env_steps
@@ -156,7 +154,6 @@ def evaluate_points(
                     progress(len(pts), res.env_steps)
         finally:
             evaluator.close()
-            torch.set_num_threads(threads)
         return total_steps
 
     ctx = process_context()

@@ -9,6 +9,14 @@ feature extractor on vector observations) and runs them that way; anything else 
 adapters, custom extractors) returns ``None`` and keeps the general ``vmap`` path.
 
 Parameters that are not moved (absent from the stacked dict) are the head's own, shared by all K.
+
+Without autograd the chain runs in numpy (:func:`_run_numpy`): NumPy's BLAS and its SIMD ``tanh``
+make the forward pass cost what its matrix products cost — ``torch.tanh`` took 84 µs on a
+(512, 64) float32 block where ``np.tanh`` takes 12 µs, and a CartPole MLP head's whole forward pass
+is ~3.5× faster (``benchmarks/forward_limit.py``). The numbers agree with SB3's own forward within
+float32 rounding (``tests/core/rounding.py`` states the bound), not bit for bit: the run identity
+records it (``ARITHMETIC_VERSION`` 3). With parameters that require gradients the same chain runs in
+torch (:func:`_run`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +53,13 @@ def _chain(module: nn.Module, prefix: str) -> Chain | None:
 
 
 def _run(chain: Chain, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``x (K, E, in)`` through ``chain`` with the stacked ``params``: numpy, or torch when autograd needs it."""
+    if _needs_grad(params, x):
+        return _run_torch(chain, params, x)
+    return _run_numpy(chain, params, x)
+
+
+def _run_torch(chain: Chain, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     for kind, item in chain:
         if kind == "act":
             x = item(x)
@@ -58,6 +74,63 @@ def _run(chain: Chain, params: dict[str, torch.Tensor], x: torch.Tensor) -> torc
         elif lin.bias is not None:
             x = x + lin.bias
     return x
+
+
+# activations numpy computes in place (the others run through torch on the same memory)
+_NUMPY_ACTIVATIONS: dict[type, Callable[[np.ndarray], Any]] = {
+    nn.Tanh: lambda h: np.tanh(h, out=h),
+    nn.ReLU: lambda h: np.maximum(h, np.float32(0), out=h),
+    nn.Identity: lambda h: h,
+}
+
+
+def _run_numpy(chain: Chain, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """:func:`_run` in numpy (no autograd): ``x (K, E, in)`` through ``chain``; a tensor sharing numpy's memory.
+
+    Each point's product is one BLAS call on its own ``(E, in) @ (in, out)`` matrices (numpy loops
+    over the stack), so a row's rounding depends on the block's shape only, never on ``K``.
+    """
+    h = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+    for kind, item in chain:
+        if kind == "act":
+            fast = _NUMPY_ACTIVATIONS.get(type(item))
+            if fast is not None:
+                fast(h)
+            else:
+                h = item(torch.from_numpy(h)).numpy()
+            continue
+        prefix, lin = item
+        w, b = params.get(prefix + ".weight"), params.get(prefix + ".bias")
+        wt = (lin.weight.detach() if w is None else w).numpy().swapaxes(-1, -2)  # (in, out) or (K, in, out): a view
+        h = _matmul_np(h, wt)
+        if b is not None:
+            h += b.numpy()[:, None, :]
+        elif lin.bias is not None:
+            h += lin.bias.detach().numpy()
+    return torch.from_numpy(h)
+
+
+def _matmul_np(x: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """``x (K, E, in) @ wt`` (``(K, in, out)`` or shared ``(in, out)``), each row rounded the same
+    whatever ``K`` and whatever its position in the block.
+
+    OpenBLAS's kernels for an output width that is not a multiple of 4 handle the block's last
+    rows differently (another summation order): a (10, 64) @ (64, 2) product rounded row 9
+    unlike row 0, so an episode's numbers moved with ``--max-envs``. The weights are therefore padded
+    with zero columns to a multiple of 4 (``tests/core/test_evaluate.py`` checks the property on the
+    machine that runs the tests).
+    """
+    n = wt.shape[-1]
+    pad = -n % 4
+    if not pad:
+        return np.matmul(x, wt)
+    wide = np.zeros((*wt.shape[:-1], n + pad), np.float32)
+    wide[..., :n] = wt
+    return np.ascontiguousarray(np.matmul(x, wide)[..., :n])
+
+
+def _needs_grad(params: dict[str, torch.Tensor], x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(v.requires_grad for v in params.values()))
 
 
 def _batched_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

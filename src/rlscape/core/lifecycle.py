@@ -48,10 +48,11 @@ SCHEMA_VERSION = 1
 
 #: version of the evaluator's floating-point arithmetic. Bump it whenever a change to the forward
 #: pass or the env steppers can change a stored number in its last bits: a run computed partly with
-#: another version is not resumed (its finished parts would mix two arithmetics). 2: per-point
+#: another version is not resumed (its finished parts would mix two arithmetics). 3: SB3 MLP heads
+#: run in numpy (OpenBLAS products, zero-padded to widths of 4; numpy's tanh), one BLAS thread; 2: per-point
 #: forward blocks of a size fixed by the episode budget, one thread (independent of --max-envs and
 #: --workers); 1 (unrecorded): rlscape before that.
-ARITHMETIC_VERSION = 2
+ARITHMETIC_VERSION = 3
 
 _HELD: dict[Path, int] = {}  # run directories this process holds the lock of → nesting depth
 

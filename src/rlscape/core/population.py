@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from rlscape.core.budgets import budget_attrs, evaluate_budget
 from rlscape.core.dask_executor import check_workers
 from rlscape.core.errors import RlscapeError
-from rlscape.core.evaluate import BlockResult, Budget, episode_seeds, point_summaries
-from rlscape.core.execute import evaluate_points
+from rlscape.core.evaluate import episode_seeds, point_summaries
 from rlscape.core.kinds import kind_attrs
 from rlscape.core.lifecycle import Run, open_run
 from rlscape.core.params import NamedArrays
 from rlscape.core.policy import Agent, load_checkpoint
 from rlscape.core.spec import EvalSpec
-from rlscape.core.store import ChunkData, merge_chunks
+from rlscape.core.store import merge_chunks
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def evaluate_population(
     agent: Agent | str | Path,
     thetas: Mapping[str, Any],
     *,
-    episodes: int | None = None,
+    episodes: int | str | None = None,
     steps: int | None = None,
     seed: int = 0,
     deterministic: bool = False,
@@ -90,12 +90,17 @@ def evaluate_population(
     out: str | Path | None = None,
     overwrite: bool = False,
     max_envs: int | None = None,
+    target_sem: float | None = None,
+    min_episodes: int | None = None,
+    max_episodes: int | None = None,
 ) -> xr.Dataset:
     """Evaluate K explicit parameter vectors of ``agent`` (or a checkpoint path) on common episodes.
 
     ``thetas`` maps parameter names (as ``agent.parameters('all')``) to arrays ``(K, *shape)``;
     parameters not named stay at the agent's θ0. Budget: ``episodes`` per member, or episodes
-    until ``steps`` steps (20 episodes when neither is given). Returns a Dataset with dims
+    until ``steps`` steps (20 episodes when neither is given), or ``episodes="auto"`` with
+    ``target_sem`` (and optionally ``min_episodes``, ``max_episodes``): episodes added in rounds to
+    the members whose SEM is above the target (:mod:`rlscape.core.budgets`). Returns a Dataset with dims
     ``member`` (K) and ``episode`` (E): ``returns``, ``lengths``, ``discounted_returns`` (member,
     episode) and ``return_mean``, ``return_std``, ``return_sem``, ``length_mean``,
     ``discounted_return_mean``, ``n_episodes`` (+ ``value_mean``, ``td_error_mean`` with a
@@ -104,7 +109,7 @@ def evaluate_population(
     check_workers(workers)
     if max_envs is not None and max_envs < 1:
         raise RlscapeError(f"max_envs must be at least 1, not {max_envs}")
-    ev = EvalSpec.from_budget(episodes, steps, seed, deterministic)
+    ev = EvalSpec.from_budget(episodes, steps, seed, deterministic, target_sem, min_episodes, max_episodes)
     if not isinstance(agent, Agent):
         agent = load_checkpoint(agent)
     agent.check_sampling(ev.deterministic)
@@ -115,7 +120,7 @@ def evaluate_population(
     attrs: dict[str, Any] = {
         **kind_attrs("population"), "env_id": agent.env.env_id, "algo": agent.algo, "checkpoint": str(agent.source or "<in-memory>"),
         "moved_parameters": ",".join(members), "seed": ev.seed, "deterministic": int(ev.deterministic),
-        "episodes": ev.episodes or 0, "steps": ev.steps or 0, "gamma": agent.gamma, "has_critic": int(agent.has_value),
+        **budget_attrs(ev), "gamma": agent.gamma, "has_critic": int(agent.has_value),
         "critic_reward_units": agent.env.critic_reward_units(), "n_members": K,
     }
     if out is None:
@@ -134,20 +139,9 @@ def _evaluate(run: Run | None, agent: Agent, members: NamedArrays, base: NamedAr
               attrs: dict[str, Any], workers: int | None, max_envs: int | None) -> xr.Dataset:
     """Evaluate the members not yet in ``run``'s chunks (all of them without a run)."""
     chunks = run.dir.read_chunks() if run is not None else []
-    done = np.zeros(K, bool)
-    for c in chunks:
-        done[c.points] = True
-
-    def on_chunk(points: np.ndarray, res: BlockResult) -> None:
-        arrays = res.arrays()
-        if run is not None:
-            run.dir.write_chunk(points, arrays)
-        chunks.append(ChunkData(points, **arrays))
-
     t0 = time.perf_counter()
-    env_steps = evaluate_points(agent, base, [], None, np.flatnonzero(~done), Budget(episodes=ev.episodes, steps=ev.steps),
-                                seed=ev.seed, deterministic=ev.deterministic, workers=workers, max_envs=max_envs,
-                                on_chunk=on_chunk, members=members)
+    env_steps = evaluate_budget(agent, base, [], None, K, ev, chunks, on_chunk=run.dir.save_chunk if run is not None else lambda c: None,
+                                workers=workers, max_envs=max_envs, members=members)
     if run is not None:
         run.record(env_steps_this_session=env_steps, evaluation_wall_time_s=round(time.perf_counter() - t0, 3))
     return population_dataset(merge_chunks(chunks, K), attrs)

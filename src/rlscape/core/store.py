@@ -77,6 +77,7 @@ class ChunkData:
     discounted_returns: np.ndarray
     value_sums: np.ndarray
     td_sq_sums: np.ndarray
+    first_episode: int = 0  # column j holds episode first_episode + j (adaptive budgets add episodes in rounds)
 
 
 class RunDir:
@@ -166,13 +167,18 @@ class RunDir:
                 raise RlscapeError(f"{path} differs from the direction this run now makes; pass --overwrite to start again")
         direction.save(path)
 
-    def write_chunk(self, points: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+    def write_chunk(self, points: np.ndarray, arrays: dict[str, np.ndarray], first_episode: int = 0) -> None:
         """Save one finished chunk atomically (write to a temporary name, then rename)."""
         name = f"points-{int(points[0]):07d}-{len(points):05d}-{time.time_ns()}"
         (self.path / CHUNKS).mkdir(exist_ok=True)
         tmp = self.path / CHUNKS / f"{name}.tmp.npz"
-        np.savez(tmp, points=np.asarray(points, np.int64), **{k: arrays[k] for k in _CHUNK_FIELDS})  # type: ignore[arg-type]  # numpy stubs: **arrays read as allow_pickle
+        fields = {"points": np.asarray(points, np.int64), "first_episode": np.int64(first_episode), **{k: arrays[k] for k in _CHUNK_FIELDS}}
+        np.savez(tmp, **fields)  # type: ignore[arg-type]  # numpy stubs: **arrays read as allow_pickle
         tmp.replace(self.path / CHUNKS / f"{name}.npz")
+
+    def save_chunk(self, c: ChunkData) -> None:
+        """:meth:`write_chunk` of a :class:`ChunkData`."""
+        self.write_chunk(c.points, {k: getattr(c, k) for k in _CHUNK_FIELDS}, c.first_episode)
 
     def has_chunks(self) -> bool:
         """Whether any chunk has finished (without reading them)."""
@@ -192,7 +198,8 @@ class RunDir:
                 continue
             try:
                 with np.load(f) as z:
-                    out.append(ChunkData(z["points"], *(z[k] for k in _CHUNK_FIELDS)))
+                    first = int(z["first_episode"]) if "first_episode" in z.files else 0
+                    out.append(ChunkData(z["points"], **{k: z[k] for k in _CHUNK_FIELDS}, first_episode=first))
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring unreadable chunk file %s (it will be recomputed)", f)
         return out
@@ -218,14 +225,14 @@ class RunDir:
 def merge_chunks(chunks: Iterable[ChunkData], n_points: int) -> dict[str, np.ndarray]:
     """Place chunk arrays into ``(n_points, E)`` arrays (E = most episodes any point used)."""
     chunks = list(chunks)
-    E = max([c.returns.shape[1] for c in chunks], default=0)
+    E = max([c.first_episode + c.returns.shape[1] for c in chunks], default=0)
     out = {k: np.full((n_points, E), np.nan) for k in _CHUNK_FIELDS}
     out["lengths"] = np.zeros((n_points, E), np.int64)
     done = np.zeros(n_points, bool)
     for c in chunks:
-        e = c.returns.shape[1]
+        e0, e1 = c.first_episode, c.first_episode + c.returns.shape[1]
         for k in _CHUNK_FIELDS:
-            out[k][c.points, :e] = getattr(c, k)
+            out[k][c.points, e0:e1] = getattr(c, k)
         done[c.points] = True
     out["done"] = done
     return out

@@ -30,6 +30,7 @@ from rlscape.core.evaluate import Budget, NoiseTable, block_rows, episode_seeds,
 from rlscape.core.fastmlp import Forward, fast_mlp_forward
 from rlscape.core.forward import make_forward
 from rlscape.core.policy import CATEGORICAL, GAUSSIAN, SQUASHED, Agent
+from rlscape.core.threads import single_threaded
 from rlscape.core.vecenv import VecEnv
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def collect(agent: Agent, episodes: int, seed: int, *, stream: str = "evaluation
     parts = []
     try:
         for b0 in range(0, episodes, max_envs):
-            o, a, r, ep, tt, lengths = _lockstep(agent, venv, forward, params, ids[b0 : b0 + max_envs], seed, tag, R)
+            with single_threaded():  # the evaluator's arithmetic
+                o, a, r, ep, tt, lengths = _lockstep(agent, venv, forward, params, ids[b0 : b0 + max_envs], seed, tag, R)
             parts.append((o, a, r, ep + b0, tt, lengths))
             if bar is not None:
                 bar.update(len(lengths))

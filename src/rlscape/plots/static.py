@@ -207,7 +207,12 @@ def run_title(ds: xr.Dataset, variable: str = "return_mean") -> str:
     parts = [str(v) for v in (_attr(ds, "env_id"), _attr(ds, "algo")) if v is not None]
     what = describe_variable(variable)
     episodes = _n_episodes(ds)
-    if episodes is not None and variable != "n_episodes":
+    if _attr(ds, "episodes_rule") == "auto" and variable != "n_episodes":
+        what += (f" over {_attr(ds, 'min_episodes')}–{_attr(ds, 'max_episodes')} episodes per point"
+                 f" (adaptive, target SEM {format_number(_attr(ds, 'target_sem'))})")
+    elif _attr(ds, "steps") and variable != "n_episodes":
+        what += f" over ≥ {_attr(ds, 'steps')} steps per point"
+    elif episodes is not None and variable != "n_episodes":
         noun = "episode" if str(episodes) == "1" else "episodes"
         what += f" over {episodes} {noun}"
     parts.append(what)
@@ -618,6 +623,10 @@ def plot_plane(
         paths += save_static(contour_figure(ds, variable, log_scale=log_scale), out, "contour", fmts)
     else:
         logger.warning("plane grid %s is degenerate; wrote the heatmap only", dict(ds.sizes))
+    if _attr(ds, "episodes_rule") == "auto":  # where the episodes went, and the uncertainty they bought
+        for var, stem in (("return_sem", "heatmap_sem"), ("n_episodes", "heatmap_episodes")):
+            if var in ds and np.isfinite(np.asarray(ds[var].values, float)).any():
+                paths += save_static(heatmap_figure(ds, var), out, stem, fmts)
     return paths
 
 

@@ -1,0 +1,166 @@
+"""Episode budgets of a population: fixed (``--episodes E`` / ``--steps S``) or adaptive (``--episodes auto``).
+
+:func:`evaluate_budget` is what every analysis of points calls (planes, lines, over training,
+curves, populations): it evaluates the points of a population that the run's stored chunks do not
+yet hold, and hands each new chunk to ``on_chunk``.
+
+**Adaptive budgets** (``--episodes auto --target-sem S [--min-episodes m] [--max-episodes M]``)
+spend episodes where the uncertainty is. Episodes are added in rounds, always as a prefix of the
+same episode ids at every point (episode ``e`` is the same reset seed and action noise everywhere:
+common random numbers survive):
+
+1. every point runs episodes ``0 … m−1``;
+2. the pooled variance ``V̄`` is the mean over points of their sample variances (ddof 1) on those
+   first ``m`` episodes;
+3. a point with ``n`` episodes and sample variance ``s²`` is judged by
+   ``SEM̂ = sqrt(((n−1)·s² + V̄) / n / n)``: its own variance with one pseudo-episode of the pooled
+   one. Without it, a point whose first few episodes happen to agree (CartPole: ten returns of
+   500 from a policy that falls 5 % of the time) would look certain (SEM 0) and stop;
+4. points with ``SEM̂ > S`` and ``n < M`` double their episodes (``n … 2n−1``, capped at ``M``);
+   repeat from 3 until no point needs more.
+
+A point's decision depends only on its own episodes and on ``V̄`` (fixed once round 1 is done),
+so the allocation is the same however the work was split, interrupted or resumed: a resumed run
+continues mid-allocation and ends with the same numbers. ``n_episodes`` in the results says how
+many episodes each point got; the per-episode arrays hold NaN past it.
+
+Statistical note: stopping when the sample variance is small is a sequential rule, so a stopped
+point's mean is not exactly unbiased for its true return (points that stop at ``m`` are those
+whose first episodes agreed). The pooled pseudo-episode bounds how often that happens;
+``benchmarks/adaptive_budgets.py`` measures the resulting error against a 400-episode reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from rlscape.core.evaluate import BlockResult, Budget
+from rlscape.core.execute import evaluate_points
+from rlscape.core.params import NamedArrays
+from rlscape.core.policy import Agent
+from rlscape.core.spec import EvalSpec
+from rlscape.core.store import ChunkData
+
+log = logging.getLogger(__name__)
+
+
+def budget_attrs(ev: EvalSpec) -> dict[str, Any]:
+    """The budget as Dataset attributes: ``episodes`` (0 for an adaptive budget), ``steps`` (0 unless
+    a steps budget) and, for an adaptive one, ``target_sem``, ``min_episodes``, ``max_episodes``."""
+    out: dict[str, Any] = {"episodes": ev.episodes or 0, "steps": ev.steps or 0}
+    if ev.adaptive:
+        out.update(episodes_rule="auto", target_sem=ev.target_sem, min_episodes=ev.min_episodes, max_episodes=ev.max_episodes)
+    return out
+
+
+def episode_counts(chunks: Sequence[ChunkData], n_points: int) -> np.ndarray:
+    """Episodes ``0 … n−1`` each point holds, from stored chunks (the length of the contiguous prefix)."""
+    width = max((c.first_episode + c.returns.shape[1] for c in chunks), default=0)
+    ran = np.zeros((n_points, width + 1), bool)  # a last column that is never run: every row has a first gap
+    for c in chunks:
+        ran[c.points, c.first_episode : c.first_episode + c.returns.shape[1]] |= c.lengths > 0
+    return np.argmin(ran, axis=1).astype(np.int64)
+
+
+def _returns(chunks: Sequence[ChunkData], n_points: int, n_episodes: int) -> np.ndarray:
+    """Returns ``(n_points, n_episodes)`` of episodes ``0 … n_episodes−1`` (NaN where not run)."""
+    out = np.full((n_points, n_episodes), np.nan)
+    for c in chunks:
+        lo, hi = c.first_episode, min(c.first_episode + c.returns.shape[1], n_episodes)
+        if hi > lo:
+            part = c.returns[:, : hi - lo]
+            out[c.points, lo:hi] = np.where(c.lengths[:, : hi - lo] > 0, part, np.nan)
+    return out
+
+
+def adaptive_sem(returns: np.ndarray, pooled_variance: float) -> np.ndarray:
+    """``SEM̂`` per row of ``returns`` (NaN = not run): sample variance plus one pooled pseudo-episode."""
+    n = np.sum(~np.isnan(returns), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(returns, axis=1) / n
+        ss = np.nansum((returns - mean[:, None]) ** 2, axis=1)  # (n−1)·s²
+        return np.sqrt((ss + pooled_variance) / n / n)
+
+
+def pooled_variance(chunks: Sequence[ChunkData], n_points: int, min_episodes: int) -> float:
+    """``V̄``: the mean over points of the sample variance of their first ``min_episodes`` episodes."""
+    first = _returns(chunks, n_points, min_episodes)
+    if min_episodes < 2:
+        return 0.0
+    return float(np.mean(np.var(first, axis=1, ddof=1)))
+
+
+def next_round(chunks: Sequence[ChunkData], n_points: int, ev: EvalSpec) -> tuple[np.ndarray, int, int] | None:
+    """The next round of an adaptive budget: (points, first episode, episodes), or None when done."""
+    assert ev.target_sem is not None and ev.min_episodes is not None and ev.max_episodes is not None  # adaptive
+    m, M = ev.min_episodes, ev.max_episodes
+    counts = episode_counts(chunks, n_points)
+    short = np.flatnonzero(counts < m)
+    if short.size:  # round 1 (or its unfinished part): every point runs episodes 0 … m−1
+        lo = int(counts[short].min())
+        pts = short[counts[short] == lo]
+        return pts, lo, m - lo
+    v = pooled_variance(chunks, n_points, m)
+    returns = _returns(chunks, n_points, int(counts.max()))
+    returns[np.arange(returns.shape[1])[None, :] >= counts[:, None]] = np.nan  # a point's prefix only (after a resume,
+    sem = adaptive_sem(returns, v)                                             # later episodes may wait past a gap)
+    want = (sem > ev.target_sem) & (counts < M)
+    if not want.any():
+        return None
+    lo = int(counts[want].min())  # the lowest rung first (after a resume several rungs may wait)
+    pts = np.flatnonzero(want & (counts == lo))
+    return pts, lo, min(2 * lo, M) - lo
+
+
+def evaluate_budget(
+    agent: Agent,
+    base: NamedArrays,
+    basis: Sequence[NamedArrays],
+    coords: np.ndarray | None,
+    n_points: int,
+    ev: EvalSpec,
+    chunks: list[ChunkData],
+    *,
+    on_chunk: Callable[[ChunkData], None],
+    workers: int | Any | None = None,
+    max_envs: int | None = None,
+    generic: bool = False,
+    members: NamedArrays | None = None,
+    on_round: Callable[[int, int, int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Evaluate what ``chunks`` (the run's stored results) lack under ``ev``'s budget; returns env steps.
+
+    Each finished chunk is appended to ``chunks`` and passed to ``on_chunk`` (store it there).
+    ``on_round(points, first_episode, episodes)`` announces each adaptive round (and the single
+    round of a fixed budget); ``on_progress(points, env_steps)`` follows every chunk.
+    """
+
+    def run(todo: np.ndarray, budget: Budget) -> int:
+        def keep(points: np.ndarray, res: BlockResult) -> None:
+            c = ChunkData(points, **res.arrays(), first_episode=budget.first)
+            chunks.append(c)
+            on_chunk(c)
+            if on_progress is not None:
+                on_progress(len(points), res.env_steps)
+
+        if on_round is not None:
+            on_round(len(todo), budget.first, budget.episodes or 0)
+        return evaluate_points(agent, base, basis, coords, todo, budget, seed=ev.seed, deterministic=ev.deterministic,
+                               workers=workers, max_envs=max_envs, generic=generic, on_chunk=keep, members=members)
+
+    if ev.target_sem is None:
+        done = np.zeros(n_points, bool)
+        for c in chunks:
+            done[c.points] = True
+        return run(np.flatnonzero(~done), Budget(episodes=ev.episodes, steps=ev.steps))
+    steps = 0
+    while (step := next_round(chunks, n_points, ev)) is not None:
+        pts, first, count = step
+        log.info("adaptive budget: %d points × episodes %d–%d", len(pts), first, first + count - 1)
+        steps += run(pts, Budget(episodes=count, first=first))
+    return steps
