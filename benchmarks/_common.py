@@ -26,6 +26,7 @@ AGENTS: dict[str, tuple[str, int, dict]] = {
     "Pendulum-v1": ("Pendulum-v1", 30_000, {"n_steps": 1024, "gae_lambda": 0.95, "gamma": 0.9, "n_epochs": 10,
                                             "learning_rate": 1e-3, "clip_range": 0.2}),
     "Hopper-v5": ("Hopper-v5", 2_048, {}),  # barely trained: this benchmark measures speed, not skill
+    "HalfCheetah-v5": ("HalfCheetah-v5", 2_048, {}),  # likewise
     # partly trained (returns still vary, so advantages and the policy Hessian are not zero)
     "CartPole-v1-early": ("CartPole-v1", 4_096, {"n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98,
                                                  "n_epochs": 20, "ent_coef": 0.0}),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CACHE, cores, result  # noqa: E402
-from hopper_vs_raw import _raw_worker  # noqa: E402
+from mujoco_vs_raw import _raw_worker  # noqa: E402
 
 
 def td3_checkpoint() -> Path:

@@ -21,23 +21,29 @@ def _chunk(points, returns, first=0):
 
 
 def test_the_rule_doubles_the_uncertain_points_and_stops_at_the_target_or_the_cap():
-    ev = EvalSpec.from_budget("auto", None, target_sem=1.0, min_episodes=4, max_episodes=16)
+    from scipy.stats import chi2
+
+    ev = EvalSpec.from_budget("auto", None, target_sem=2.0, min_episodes=4, max_episodes=16)
     # nothing yet: every point runs episodes 0–3
     pts, first, n = next_round([], 3, ev)
     assert (pts.tolist(), first, n) == ([0, 1, 2], 0, 4)
-    # point 0 certain, 1 noisy (SEM 2.5), 2 identical returns but the pooled variance keeps it going
+    # point 0 certain, 1 noisy, 2 identical returns: the pooled pseudo-episode makes neither 0 nor 2 certain
     chunks = [_chunk([0, 1, 2], [[5, 5, 5, 5], [0, 10, 0, 10], [7, 7, 7, 7]])]
     v = pooled_variance(chunks, 3, 4)
     assert v == pytest.approx(np.var([0, 10, 0, 10], ddof=1) / 3)
     sem = adaptive_sem(np.array([[5.0, 5, 5, 5], [0, 10, 0, 10]]), v)
-    assert sem[0] == pytest.approx(np.sqrt(v) / 4) and sem[1] == pytest.approx(np.sqrt((100 + v) / 16))
+    q4 = chi2.ppf(0.1, 4)  # the variance's 90 % upper bound
+    assert sem[0] == pytest.approx(np.sqrt(v / q4 / 4)) and sem[1] == pytest.approx(np.sqrt((100 + v) / q4 / 4))
+    assert 0 < sem[0] <= 2.0 < sem[1]
     pts, first, n = next_round(chunks, 3, ev)
-    assert (pts.tolist(), first, n) == ([1], 4, 4)  # only the noisy point; 0 and 2: sqrt(V̄)/4 = 0.9 ≤ 1
+    assert (pts.tolist(), first, n) == ([1], 4, 4)  # only the noisy point doubles
     chunks.append(_chunk([1], [[0, 10, 0, 10]], first=4))
     assert next_round(chunks, 3, ev)[1:] == (8, 8)  # still above: 8 → 16 episodes (the cap)
     chunks.append(_chunk([1], [[0, 10] * 4], first=8))
     assert next_round(chunks, 3, ev) is None  # 16 = max_episodes: stop even though SEM > target
     assert episode_counts(chunks, 3).tolist() == [4, 16, 4]
+    # a tighter target: the identical-returns points are not taken as certain (pooled variance)
+    assert next_round(chunks[:1], 3, EvalSpec.from_budget("auto", None, target_sem=1.0, min_episodes=4))[0].tolist() == [0, 1, 2]
 
 
 def test_the_allocation_does_not_depend_on_how_the_chunks_were_split():

@@ -43,10 +43,11 @@ def block_rows(budget: Budget) -> int:
     therefore sees blocks of exactly this many episodes of one point (the last one padded). With
     an episodes budget E the blocks split E evenly (E ≤ 64: one block, no padding when the
     rectangle holds all E episodes, the usual case); at least 8 rows (BLAS's small-matrix paths);
-    16 for a steps budget, whose rounds hold 4, 8, 16, … episodes.
+    4 for a steps budget, whose rounds hold 4, 8, 16, … episodes: no round is ever padded (16 rows
+    made a CNN head compute 12 padded rows for every 4 live ones in a steps budget's first round).
     """
     if budget.episodes is None:
-        return 16
+        return 4
     e = int(budget.episodes)
     return max(8, -(-e // -(-e // _MAX_ROWS)))
 _STOP_EVERY = 16  # env steps between checks of the stop request

@@ -1,4 +1,4 @@
-"""Benchmark 3: Hopper-v5 — rlscape's env-steps/s on a plane vs raw stepping of the same envs.
+"""MuJoCo (Hopper-v5, HalfCheetah-v5): rlscape's env-steps/s on a plane vs raw stepping of the same envs.
 
 Raw: one process per core, each stepping the same evaluation envs (rlscape's own env pipeline)
 with random actions one after the other, resetting finished episodes — the simulator's cost and
@@ -6,7 +6,12 @@ nothing else (env creation is not timed). rlscape: ``rlscape plane`` with the sa
 worker processes; its env-steps/s over the evaluation (``run.json``), policy forward passes,
 action sampling, resets and bookkeeping included.
 
-    .venv/bin/python benchmarks/hopper_vs_raw.py [--grid 11] [--steps 2000] [--seconds 10]
+    .venv/bin/python benchmarks/mujoco_vs_raw.py [--env HalfCheetah-v5] [--grid 11] [--steps 2000] [--seconds 10]
+
+With ``--project``: from the measured speed, the projected wall time of the seed's GIF workload
+(100 checkpoints × a 31×31 plane × 200 episodes of 1,000 steps = 1.9·10¹⁰ env steps) on this
+machine and on a 32-core node, with a fixed budget and with an adaptive one that uses the given
+fraction of its episodes (``--adaptive-fraction``, measured by ``adaptive_budgets.py``).
 
 Last line: rlscape / raw, target ≥ 70 %.
 """
@@ -53,11 +58,15 @@ def _raw_worker(args: tuple[str, int, float, int]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="Hopper-v5", choices=["Hopper-v5", "HalfCheetah-v5"])
     parser.add_argument("--grid", type=int, default=11)
     parser.add_argument("--steps", type=int, default=2000, help="env steps per point")
     parser.add_argument("--seconds", type=float, default=10.0, help="raw stepping time")
+    parser.add_argument("--project", action="store_true", help="print the GIF workload's projected wall times")
+    parser.add_argument("--adaptive-fraction", type=float, default=0.45,
+                        help="episodes an adaptive budget uses, as a fraction of the fixed one (adaptive_budgets.py)")
     args = parser.parse_args()
-    ckpt = agent("Hopper-v5")
+    ckpt = agent(args.env)
     n = cores()
 
     with mp.get_context("fork").Pool(n) as pool:
@@ -71,10 +80,28 @@ def main() -> None:
         wall = time.perf_counter() - t0
         run = json.loads((out / "run.json").read_text())
     ours = run["env_steps_per_s"]
-    print(f"Hopper-v5, {n} processes: raw random-action stepping {raw:,} env-steps/s")
+    print(f"{args.env}, {n} processes: raw random-action stepping {raw:,} env-steps/s")
     print(f"rlscape plane {args.grid}×{args.grid}, ≥{args.steps} steps per point: {run['env_steps_this_session']:,} env steps, "
           f"{ours:,.0f} env-steps/s over the evaluation ({run['wall_time_s']:.1f} s; {wall:.1f} s with start-up)")
-    result("Hopper-v5 plane vs raw stepping", f"{100 * ours / raw:.0f} %", "≥ 70 %")
+    if args.project:
+        project(ours / n, args.adaptive_fraction)
+    result(f"{args.env} plane vs raw stepping", f"{100 * ours / raw:.0f} %", "≥ 70 %")
+
+
+def project(per_core: float, adaptive_fraction: float) -> None:
+    """The seed's GIF workload at ``per_core`` env-steps/s per core (MuJoCo scales with cores: one env
+    process per core, no shared state), fixed and adaptive."""
+    steps = 100 * 31 * 31 * 200 * 1000
+    print(f"GIF workload (100 checkpoints × 31×31 × 200 episodes × 1,000 steps = {steps:.2e} env steps) "
+          f"at {per_core:,.0f} env-steps/s per core:")
+    for cores_, where in ((2, "this 2-core machine"), (32, "a 32-core node")):
+        fixed = steps / (per_core * cores_)
+        print(f"  {where}: fixed budget {_span(fixed)}; adaptive ({100 * adaptive_fraction:.0f} % of the episodes) "
+              f"{_span(fixed * adaptive_fraction)}")
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} days" if seconds > 2 * 86400 else f"{seconds / 3600:.1f} h"
 
 
 if __name__ == "__main__":
