@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     import rlscape
 
-    targets = [float(x) for x in (args.targets or ("8,16,32" if args.env == "CartPole-v1" else "4,8,16")).split(",")]
+    targets = [float(x) for x in (args.targets or ("8,16,32" if args.env == "CartPole-v1" else "16,24,32")).split(",")]
     ckpt = agent(args.env)
     a = rlscape.load_checkpoint(ckpt)
     kw = {"grid": args.grid, "magnitude": 1.0, "workers": cores(), "progress": False}

@@ -41,15 +41,19 @@ def block_rows(budget: Budget) -> int:
     matrix shapes: a rectangle of 4 episodes and one of 10 rounded the same episode differently
     (up to 4e-2 on a Pendulum return), so results moved with ``--max-envs``. Every forward call
     therefore sees blocks of exactly this many episodes of one point (the last one padded). With
-    an episodes budget E the blocks split E evenly (E ≤ 64: one block, no padding when the
-    rectangle holds all E episodes, the usual case); at least 8 rows (BLAS's small-matrix paths);
-    4 for a steps budget, whose rounds hold 4, 8, 16, … episodes: no round is ever padded (16 rows
-    made a CNN head compute 12 padded rows for every 4 live ones in a steps budget's first round).
+    an episodes budget E the blocks split E evenly (E ≤ 64: one block of E rows, no padding when
+    the rectangle holds all E episodes, the usual case); 4 for a steps budget, whose rounds hold
+    4, 8, 16, … episodes: no round is ever padded. (Until arithmetic version 3, blocks had at least
+    8 rows, for MKL's batched products; a CNN head then computed 4 padded rows for every 4 live
+    ones of a 4-episode budget. Each point's products are now separate BLAS calls, whose rows do
+    not depend on the batch: ``tests/core/test_evaluate.py``.)
     """
     if budget.episodes is None:
         return 4
     e = int(budget.episodes)
-    return max(8, -(-e // -(-e // _MAX_ROWS)))
+    return -(-e // -(-e // _MAX_ROWS))
+
+
 _STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
 
