@@ -912,7 +912,7 @@ def grad_quality(
     samples: Annotated[str, typer.Option("--samples", help="State-action pairs N per estimate, a,b,c (whole episodes until ≥ N).")] = "100,1000,10000",
     repeats: Annotated[int, typer.Option("--repeats", help="Independent estimates per N.")] = 10,
     true_samples: Annotated[int, typer.Option("--true-samples", help="Pairs of the 'true' gradient (an independent episode stream).")] = 100_000,
-    estimator: Annotated[str, typer.Option("--estimator", help="reinforce (discounted reward-to-go − baseline) | gae (the critic's GAE advantages).")] = "reinforce",
+    estimator: Annotated[str, typer.Option("--estimator", help="reinforce (discounted reward-to-go − baseline) | gae (the critic's GAE advantages) | update (the algorithm's own policy-loss gradient: GAE, normalised per batch for PPO/TRPO).")] = "reinforce",
     baseline: Annotated[str, typer.Option("--baseline", help="critic | true (fit to Monte-Carlo returns) | none.")] = "critic",
     gamma: Annotated[float | None, typer.Option("--gamma", help="Discount of the reward-to-go (default: the agent's γ).")] = None,
     checkpoints: Ckpts = None,

@@ -91,6 +91,8 @@ def test_bad_input_is_one_line_error():
         gradient_quality(agent, samples=[100], repeats=2, true_samples=10, baseline="none")
     with pytest.raises(RlscapeError, match="--estimator"):
         gradient_quality(agent, estimator="bogus", baseline="none")
+    with pytest.raises(RlscapeError, match="PPO, A2C or TRPO"):
+        gradient_quality(agent, estimator="update", baseline="none")
     with pytest.raises(RlscapeError, match="value-error"):
         value_error(agent)
 
@@ -106,7 +108,7 @@ def test_value_error_on_a_ppo_checkpoint(cartpole_ppo):
 
 def test_critic_and_true_baselines_run_on_ppo(cartpole_ppo):
     agent = load_checkpoint(cartpole_ppo)
-    for baseline, estimator in (("critic", "reinforce"), ("true", "reinforce"), ("critic", "gae")):
+    for baseline, estimator in (("critic", "reinforce"), ("true", "reinforce"), ("critic", "gae"), ("critic", "update")):
         ds = gradient_quality(agent, samples=[100, 300], repeats=3, true_samples=1000, estimator=estimator, baseline=baseline,
                               seed=0)
         assert np.all(ds["pairs"].values >= ds["samples"].values[:, None])
@@ -148,3 +150,37 @@ def test_surrogate_equals_sb3_ppo_loss_on_the_same_batch(cartpole_ppo):
     assert moved > 1e-3, ours  # the perturbation moved the surrogate: the check is not vacuous
     # SB3 computes in float32: its log-probabilities carry ~1e-7 relative error per step
     assert abs(ours[1] - (-float(sb3_loss))) < 1e-3 * moved, (ours, float(sb3_loss))
+
+
+def test_update_estimator_is_sb3s_own_policy_loss_gradient(cartpole_ppo):
+    """``--estimator update`` on a batch = −∇ of SB3's PPO policy loss at θ (ratio 1) on the same batch,
+    computed with SB3's ``evaluate_actions`` and autograd: normalised GAE advantages, mean over pairs."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from rlscape.analyses.quality import advantages, chunk_gradients, update_weights
+    from rlscape.core.pg import FlatPolicy
+    from rlscape.core.trajectories import collect
+
+    agent = load_checkpoint(cartpole_ppo)
+    traj = collect(agent, 6, seed=0, stream="direction")
+    gae_adv = advantages(agent, traj, "update", "critic", agent.gamma, 0.95, None)
+    bounds = [(0, traj.n_episodes)]
+    ours = chunk_gradients(agent, traj, update_weights(traj, gae_adv, bounds, normalize=True), bounds)[0]
+
+    model = PPO.load(str(cartpole_ppo / "model.zip"), device="cpu")
+    obs, actions = torch.from_numpy(traj.obs), torch.from_numpy(traj.actions)
+    a = torch.from_numpy((gae_adv - gae_adv.mean()) / (gae_adv.std() + 1e-8)).float()
+    _, log_prob, _ = model.policy.evaluate_actions(obs, actions)
+    ratio = torch.exp(log_prob - log_prob.detach())
+    loss = -torch.min(a * ratio, a * torch.clamp(ratio, 0.8, 1.2)).mean()  # SB3 PPO.train()'s policy loss
+    model.policy.zero_grad()
+    loss.backward()
+    fp = FlatPolicy(agent, "actor")
+    for name, g in fp.to_named(torch.from_numpy(ours).to(fp.dtype)).items():
+        want = -model.policy.get_parameter(name).grad.double().numpy()
+        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-6 * float(np.abs(want).max()), err_msg=name)
+    assert np.linalg.norm(ours) > 0
+    # without normalisation (A2C) the weights are the plain advantages per pair
+    plain = chunk_gradients(agent, traj, update_weights(traj, gae_adv, bounds, normalize=False), bounds)[0]
+    assert not np.allclose(plain / np.linalg.norm(plain), ours / np.linalg.norm(ours))

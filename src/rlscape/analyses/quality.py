@@ -14,6 +14,14 @@ The estimator (``estimator``):
   reward-to-go ``G_t`` (the agent's γ unless ``gamma`` is given) of the rewards in the critic's units
   (the training rewards: VecNormalize reward scaling is a constant factor, which no cosine sees);
 * ``gae``: the advantages PPO/A2C use, GAE(γ, λ) with the agent's critic and λ (baseline = critic);
+* ``update``: the algorithm's own step direction at θ — the gradient of its policy loss on the
+  batch, as SB3 computes it at the start of an update (importance ratio 1, so PPO's clipping is
+  inactive): GAE(γ, λ) advantages **normalised over the batch** (mean 0, std 1) when the algorithm
+  normalises them (``normalize_advantage``: PPO and TRPO by default, A2C not), weighted per
+  state-action pair. The batch is the estimate's own N pairs (one minibatch = the whole batch);
+  the entropy bonus and the value loss are left out (they are not the policy gradient). The
+  "true" gradient is the same estimator on ``true_samples`` pairs (normalising a large batch only
+  rescales it and subtracts a constant baseline, which leaves its expectation's direction alone).
 
 and the baseline ``b`` (``baseline``): ``critic`` (the agent's V), ``true`` (a value function fit
 to Monte-Carlo returns, :func:`fit_true_value`) or ``none``.
@@ -68,8 +76,8 @@ def algorithm_settings(agent: Agent) -> dict[str, Any]:
             data = json.loads(zf.read("data"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError):
         return out
-    for key in ("gae_lambda", "n_steps", "n_envs"):
-        if isinstance(data.get(key), (int, float)):
+    for key in ("gae_lambda", "n_steps", "n_envs", "normalize_advantage"):
+        if isinstance(data.get(key), (int, float)):  # (bool is an int)
             out[key] = data[key]
     if "n_steps" in out and "n_envs" in out:
         out["batch_size"] = int(out["n_steps"]) * int(out["n_envs"])
@@ -155,7 +163,7 @@ def advantages(agent: Agent, traj: Trajectories, estimator: str, baseline: str, 
                true_value: TrueValue | None) -> np.ndarray:
     """The per-step weights A_t of the score ∇log π(a_t|s_t), (M,) float64 (training units)."""
     r = traj.train_rewards
-    if estimator == "gae":
+    if estimator in ("gae", "update"):  # (update: normalised per batch by :func:`update_weights`)
         return gae(r, critic_values(agent, traj.obs), traj.lengths, gamma, lam)
     G = reward_to_go(r, traj.lengths, gamma)
     if baseline == "critic":
@@ -164,6 +172,22 @@ def advantages(agent: Agent, traj: Trajectories, estimator: str, baseline: str, 
         assert true_value is not None
         return G - true_value(traj.obs, traj.t)
     return G
+
+
+def update_weights(traj: Trajectories, adv: np.ndarray, bounds: Sequence[tuple[int, int]], normalize: bool) -> np.ndarray:
+    """The ``update`` estimator's per-pair weights: GAE advantages normalised within each chunk of
+    episodes (SB3: ``(A − mean) / (std + 1e-8)``, std with ddof 0) when the algorithm normalises them,
+    times n_episodes / n_pairs, so that :func:`chunk_gradients`' per-episode mean becomes SB3's
+    per-pair mean."""
+    w = np.array(adv, np.float64)
+    starts, lengths = traj.starts, traj.lengths
+    for e0, e1 in bounds:
+        lo, hi = int(starts[e0]), int(starts[e1 - 1] + lengths[e1 - 1])
+        a = w[lo:hi]
+        if normalize:
+            a = (a - a.mean()) / (a.std() + 1e-8)
+        w[lo:hi] = a * (e1 - e0) / (hi - lo)
+    return w
 
 
 def chunk_gradients(agent: Agent, traj: Trajectories, weights: np.ndarray, bounds: Sequence[tuple[int, int]],
@@ -287,8 +311,11 @@ def check_options(agent: Agent, estimator: str, baseline: str) -> None:
     check_stochastic(agent, "the policy gradient")
     if estimator not in ESTIMATORS:
         raise RlscapeError(f"--estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
-    if estimator == "update":
-        raise RlscapeError("--estimator update (the algorithm's own step at N samples) is not implemented yet; use reinforce or gae")
+    if estimator == "update" and agent.algo not in ("ppo", "a2c", "trpo"):
+        raise RlscapeError(f"--estimator update is the policy-loss gradient of PPO, A2C or TRPO, not {agent.algo.upper()}; "
+                           "use --estimator reinforce")
+    if estimator == "update" and baseline != "critic":
+        raise RlscapeError("--estimator update uses the agent's critic (GAE, as the algorithm does); give --baseline critic")
     if baseline not in QUALITY_BASELINES:
         raise RlscapeError(f"--baseline must be one of {', '.join(QUALITY_BASELINES)}, not {baseline!r}")
     if estimator == "gae" and baseline != "critic":
@@ -328,10 +355,16 @@ def gradient_quality(agent: Agent, *, samples: Sequence[int] = (100, 1000, 10000
         traj, bounds = disjoint_batches(agent, samples, repeats, seed)
         w = advantages(agent, traj, estimator, baseline, g, lam, true_value)
         flat = [b for row in bounds for b in row]
+        normalize = bool(settings.get("normalize_advantage", agent.algo != "a2c"))
+        if estimator == "update":
+            w = update_weights(traj, w, flat, normalize)
         est = chunk_gradients(agent, traj, w, flat, which).reshape(len(samples), repeats, -1)
         truth_traj = collect_at_least(agent, true_samples, seed, "evaluation")
         wt = advantages(agent, truth_traj, estimator, baseline, g, lam, true_value)
-        truth = chunk_gradients(agent, truth_traj, wt, [(0, truth_traj.n_episodes)], which)[0]
+        whole = [(0, truth_traj.n_episodes)]
+        if estimator == "update":
+            wt = update_weights(truth_traj, wt, whole, normalize)
+        truth = chunk_gradients(agent, truth_traj, wt, whole, which)[0]
     K = repeats
     pw = np.full((len(samples), K, K), np.nan)
     tc = np.zeros((len(samples), K))
@@ -354,6 +387,7 @@ def gradient_quality(agent: Agent, *, samples: Sequence[int] = (100, 1000, 10000
          "true_value_r2": ((), np.float64(fit_r2))},
         coords={"samples": np.asarray(samples, np.int64), "repeat": np.arange(K), "other": np.arange(K)},
         attrs={**kind_attrs("grad-quality"), "estimator": estimator, "baseline": baseline, "gamma": g, "gae_lambda": lam,
+               **({"normalize_advantage": int(normalize)} if estimator == "update" else {}),
                "params": which, "seed": seed, "repeats": K, "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
                "reward_units": "training (VecNormalize-scaled)" if traj.rewards_normalized else "raw",
                "algorithm_batch": int(settings.get("batch_size", 0))},
