@@ -76,6 +76,12 @@ def test_a_population_on_dask_equals_the_local_one(cartpole_ppo, client):
     local = evaluate_population(agent, thetas, episodes=3, seed=4, workers=1)
     remote = evaluate_population(agent, thetas, episodes=3, seed=4, workers=client)
     xr.testing.assert_identical(local, remote)
+    # an adaptive budget: the same rounds on the cluster, the same allocation and numbers
+    kw = {"episodes": "auto", "target_sem": 10.0, "min_episodes": 4, "max_episodes": 16, "seed": 4}
+    local = evaluate_population(agent, thetas, workers=1, **kw)
+    remote = evaluate_population(agent, thetas, workers=client, **kw)
+    xr.testing.assert_identical(local, remote)
+    assert len(set(local.n_episodes.values.tolist())) > 1
 
 
 def test_a_worker_killed_mid_run_loses_nothing(cartpole_ppo, client, tmp_path):

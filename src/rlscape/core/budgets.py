@@ -117,8 +117,9 @@ def next_round(chunks: Sequence[ChunkData], n_points: int, ev: EvalSpec) -> tupl
         return pts, lo, m - lo
     v = pooled_variance(chunks, n_points, m)
     returns = _returns(chunks, n_points, int(counts.max()))
-    returns[np.arange(returns.shape[1])[None, :] >= counts[:, None]] = np.nan  # a point's prefix only (after a resume,
-    sem = adaptive_sem(returns, v)                                             # later episodes may wait past a gap)
+    # a point's prefix only: after a resume, later episodes may wait past a gap
+    returns[np.arange(returns.shape[1])[None, :] >= counts[:, None]] = np.nan
+    sem = adaptive_sem(returns, v)
     want = (sem > ev.target_sem) & (counts < M)
     if not want.any():
         return None
