@@ -38,13 +38,16 @@ class EvalSpec(BaseModel):
     target_sem: float | None = None
     min_episodes: int | None = None  # adaptive budgets only (default 10)
     max_episodes: int | None = None  # adaptive budgets only (default 400)
+    #: adaptive budgets only: the allocation rule (2 = the √2 ladder; the first, doubling rule was 1
+    #: and its runs are not resumed under this one: their spec lacks the key)
+    adaptive_rule: Literal[2] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _adaptive_defaults(cls, data: object) -> object:
         if isinstance(data, dict) and data.get("target_sem") is not None:
             data = {**data, "episodes": data.get("episodes"), "min_episodes": data.get("min_episodes") or 10,
-                    "max_episodes": data.get("max_episodes") or 400}
+                    "max_episodes": data.get("max_episodes") or 400, "adaptive_rule": data.get("adaptive_rule") or 2}
         return data
 
     @model_serializer(mode="wrap")
@@ -52,7 +55,7 @@ class EvalSpec(BaseModel):
         """A fixed budget's spec has no adaptive fields (specs written before them keep their identity)."""
         out = handler(self)
         if self.target_sem is None:
-            for key in ("target_sem", "min_episodes", "max_episodes"):
+            for key in ("target_sem", "min_episodes", "max_episodes", "adaptive_rule"):
                 out.pop(key, None)
         return out
 
