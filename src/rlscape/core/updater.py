@@ -87,7 +87,10 @@ def isolated_rng(seed: int) -> Iterator[None]:
     caller's states afterwards (SB3 samples actions and minibatches from the global RNGs)."""
     np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # the CPU generator only, as torch.manual_seed seeds it; torch.manual_seed also queues a
+        # CUDA seeding call with a formatted stack on every call where CUDA is not initialised
+        # (about 1 ms, and a queue that grows with every update)
+        torch.default_generator.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
         try:
@@ -444,7 +447,14 @@ class Updater:
         else:
             actor_loss = -m.critic.q1_forward(data.observations, m.actor(data.observations)).mean()
         m.actor.optimizer.zero_grad()
-        actor_loss.backward()
+        frozen = [p for p in m.critic.parameters() if p.requires_grad]
+        for p in frozen:  # the critic's own gradient is never applied: do not compute it (the actor's is the same)
+            p.requires_grad_(False)
+        try:
+            actor_loss.backward()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
         m.actor.optimizer.step()
         m.critic.optimizer.zero_grad(set_to_none=True)  # the critic's gradient of this loss is never applied
         m.policy.set_training_mode(False)
