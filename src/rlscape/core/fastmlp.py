@@ -155,11 +155,13 @@ def _flat_vector_obs(model: nn.Module, extractor: nn.Module) -> bool:
     return isinstance(extractor, FlattenExtractor) and isinstance(space, gym.spaces.Box) and len(space.shape) == 1
 
 
-def fast_mlp_forward(head: nn.Module) -> Forward | None:
+def fast_mlp_forward(head: nn.Module, *, value: bool = True) -> Forward | None:
     """A batched forward for ``head`` (an rlscape policy head), or None when it is not a plain MLP.
 
     The returned function takes the stacked parameters (functional names, leading dim K) and
     observations ``(K, E, obs_dim)`` and returns the head's outputs with leading dims ``(K, E)``.
+    ``value=False``: an actor-critic head leaves out its critic (``"value"``), for callers that
+    only act (trajectory collection); the actor's outputs are the same either way.
     """
     from rlscape.core import policy as P
 
@@ -180,12 +182,12 @@ def fast_mlp_forward(head: nn.Module) -> Forward | None:
         def actor_critic(params: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
             x = obs.float()
             out = _run(actor, params, x)
-            value = _run(critic, params, x).squeeze(-1)
+            extra = {"value": _run(critic, params, x).squeeze(-1)} if value else {}
             if gaussian:
                 log_std = params.get("p.log_std")
                 log_std = p.log_std.expand_as(out) if log_std is None else log_std.unsqueeze(1).expand_as(out)
-                return {"mean": out, "log_std": log_std, "value": value}
-            return {"logits": out, "value": value}
+                return {"mean": out, "log_std": log_std, **extra}
+            return {"logits": out, **extra}
 
         return actor_critic
 

@@ -130,7 +130,7 @@ def collect(agent: Agent, episodes: int, seed: int, *, stream: str = "evaluation
 
         bar = tqdm(total=episodes, unit="ep", desc="episodes", dynamic_ncols=True, mininterval=0.5)
     venv = agent.env.make_vec(generic=generic)
-    forward = fast_mlp_forward(agent.head) or make_forward(agent.head)
+    forward = fast_mlp_forward(agent.head, value=False) or make_forward(agent.head)  # acting only: no critic
     # the actor's parameters stacked as one point (K = 1), passed as the evaluator passes them, so
     # the same kernels compute the same actions
     params = {Agent.functional_name(n): torch.from_numpy(np.ascontiguousarray(v))[None] for n, v in agent.parameters("actor").items()}
