@@ -967,6 +967,7 @@ def surrogate(
     env: EnvOpt = None,
     algo: AlgoOpt = None,
     seed: Seed = 0,
+    workers: Workers = None,
     overwrite: Overwrite = False,
     plot: PlotOpt = True,
 ) -> None:
@@ -975,7 +976,7 @@ def surrogate(
     from rlscape.core.kinds import headline
 
     ds = run_surrogate(checkpoint, out, samples=_counts(samples, "--samples"), grid=grid, extent=extent, seed=seed, env_id=env,
-                       algo=algo, overwrite=overwrite)
+                       algo=algo, overwrite=overwrite, workers=workers)
     typer.echo(headline(ds))
     _finish(ds, out, plot)
 

@@ -62,7 +62,7 @@ def test_bad_input_is_a_one_line_error(cartpole_ppo, tmp_path, capsys, extra, me
 
 def test_surrogate_plane(cartpole_ppo, tmp_path, capsys):
     out = tmp_path / "sur"
-    code, stdout, err = run_cli(["surrogate", cartpole_ppo, "--out", out, "--samples", "200,400", "--grid", "3"], capsys)
+    code, stdout, err = run_cli(["surrogate", cartpole_ppo, "--out", out, "--samples", "200,400", "--grid", "3", "--workers", "2"], capsys)
     assert code == 0, err
     ds = xr.open_zarr(out / "results.zarr").load()
     assert ds["surrogate"].dims == ("samples", "alpha", "beta") and ds["surrogate"].shape == (2, 3, 3)
@@ -70,6 +70,13 @@ def test_surrogate_plane(cartpole_ppo, tmp_path, capsys):
     assert np.all(ds["pairs"].values >= [200, 400])
     assert float(ds.attrs["step_norm"]) > 0
     assert (out / "plots" / "surrogate.png").is_file()
+    # the true return does not depend on how many processes evaluate it
+    code, _, err = run_cli(["surrogate", cartpole_ppo, "--out", tmp_path / "one", "--samples", "200,400", "--grid", "3",
+                            "--workers", "1", "--no-plot"], capsys)
+    assert code == 0, err
+    one = xr.open_zarr(tmp_path / "one" / "results.zarr").load()
+    np.testing.assert_array_equal(one["return_mean"].values, ds["return_mean"].values)
+    np.testing.assert_array_equal(one["surrogate"].values, ds["surrogate"].values)
 
 
 def test_surrogate_refuses_a_policy_without_a_critic(untrained, tmp_path, capsys):

@@ -73,8 +73,11 @@ def batch_advantages(agent: Agent, traj: Trajectories, gamma: float, lam: float,
 
 def run_surrogate(checkpoint: str | Path, out: str | Path, *, samples: Sequence[int] = (2000, 100_000), grid: int = 7,
                   extent: float = 3.0, seed: int = 0, env_id: str | None = None, algo: str | None = None,
-                  overwrite: bool = False, progress: bool = True) -> xr.Dataset:
+                  overwrite: bool = False, progress: bool = True, workers: int | None = None) -> xr.Dataset:
     """Surrogate and true return on the (update step × random direction) plane, for each N in ``samples``.
+
+    ``workers``: processes that evaluate the true return (default: all cores; the numbers do not
+    depend on it).
 
     Dataset dims ``samples``, ``alpha`` (along Δθ, 1 = one full step), ``beta`` (along the unit random
     direction): ``surrogate``, ``return_mean``, ``return_sem`` (samples, alpha, beta), ``pairs``
@@ -100,13 +103,13 @@ def run_surrogate(checkpoint: str | Path, out: str | Path, *, samples: Sequence[
     spec = {"kind": "surrogate", "source": str(Path(checkpoint).resolve()), "samples": s, "grid": grid, "extent": extent,
             "seed": seed, "env_id": env_id, "algo": algo}
     with open_run(out, spec, overwrite=overwrite) as run:
-        ds = _compute(agent, checkpoint, s, grid, extent, seed, run, Updater, evaluate_population, update_seed)
+        ds = _compute(agent, checkpoint, s, grid, extent, seed, run, Updater, evaluate_population, update_seed, workers)
         run.finish(ds)
     return ds
 
 
 def _compute(agent: Agent, checkpoint: str | Path, samples: list[int], grid: int, extent: float, seed: int, run: Run,
-             updater: Any, evaluate_population: Any, update_seed: Any) -> xr.Dataset:
+             updater: Any, evaluate_population: Any, update_seed: Any, workers: int | None = None) -> xr.Dataset:
     fp = FlatPolicy(agent, "actor")
     with updater.from_checkpoint(checkpoint, which="actor", agent=agent) as up:
         m = up.model
@@ -136,7 +139,7 @@ def _compute(agent: Agent, checkpoint: str | Path, samples: list[int], grid: int
             adv = batch_advantages(agent, batch, agent.gamma, lam, normalize)
             sur[i] = surrogate_objective(fp, batch, adv, thetas, clip=clip).reshape(grid, grid)
             pairs[i] = batch.n_steps
-            pop = evaluate_population(agent, members, steps=n, seed=seed, workers=1)
+            pop = evaluate_population(agent, members, steps=n, seed=seed, workers=workers)
             ret[i] = pop["return_mean"].values.reshape(grid, grid)
             sem[i] = pop["return_sem"].values.reshape(grid, grid)
             log.info("N = %d: surrogate %.4g → %.4g along the step; return %.4g → %.4g", n, sur[i][0, 0], sur[i][-1, 0],

@@ -58,7 +58,7 @@ def value_error_figure(ds: xr.Dataset) -> Figure:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"Value prediction on held-out states (γ = {ds.attrs.get('gamma')}, {ds.attrs.get('reward_units')} rewards)", fontsize=9)
+    ax.set_title(f"Value prediction on held-out states\n(γ = {ds.attrs.get('gamma')}, {ds.attrs.get('reward_units')} rewards)", fontsize=9)
     fig.tight_layout()
     return fig
 
