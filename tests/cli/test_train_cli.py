@@ -72,8 +72,10 @@ def test_existing_dir_without_resume_is_refused_and_untouched(small_run, capsys)
 
 
 def test_interrupt_then_resume_ends_at_n(tmp_path):
+    # long enough that the interrupt lands mid-training on a fast machine (4096 steps once finished first)
+    TOTAL = 16384  # noqa: N806
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "rlscape.cli", "train", "CartPole-v1", "--steps", "4096", "--save-every", "512",
+    args = [sys.executable, "-m", "rlscape.cli", "train", "CartPole-v1", "--steps", str(TOTAL), "--save-every", "512",
             "--out", str(out), *FAST]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     deadline = time.monotonic() + 120
@@ -86,14 +88,14 @@ def test_interrupt_then_resume_ends_at_n(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "rerun with --resume" in err and "Traceback" not in err
     done = [s for s, _ in list_checkpoints(out)]
-    assert 512 <= done[-1] < 4096
+    assert 512 <= done[-1] < TOTAL
     assert json.loads((out / "train.json").read_text())["status"] == "interrupted"
     first = {s: (p / "model.zip").read_bytes() for s, p in list_checkpoints(out)}
 
     res = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     ckpts = list_checkpoints(out)
-    assert ckpts[-1][0] == 4096 and [s for s, _ in ckpts][: len(done)] == done
+    assert ckpts[-1][0] == TOTAL and [s for s, _ in ckpts][: len(done)] == done
     assert all((p / "model.zip").read_bytes() == first[s] for s, p in ckpts if s in first)
     info = json.loads((out / "train.json").read_text())
     assert info["status"] == "complete" and info["resumed"][0]["at_step"] == done[-1]
