@@ -107,3 +107,13 @@ def test_a_steps_budget_keeps_the_evaluators_episodes(cartpole_ppo):
     direct = collect(agent, traj.n_episodes, seed=4, stream="direction")
     for f in ("obs", "actions", "rewards", "episode", "t", "returns", "lengths", "episode_ids"):
         np.testing.assert_array_equal(getattr(traj, f), getattr(direct, f), err_msg=f)
+
+
+def test_a_steps_budget_does_not_depend_on_its_rounds(cartpole_ppo):
+    """A large budget starts with a wide first round (one episode per 2,000 steps); a narrow
+    ``max_envs`` caps it at 16: other rounds, the same episodes."""
+    agent = load_checkpoint(cartpole_ppo)
+    wide = collect_steps(agent, 40_000, seed=2)
+    narrow = collect_steps(agent, 40_000, seed=2, max_envs=16)
+    for f in ("obs", "actions", "rewards", "episode", "t", "returns", "lengths", "episode_ids"):
+        np.testing.assert_array_equal(getattr(wide, f), getattr(narrow, f), err_msg=f)

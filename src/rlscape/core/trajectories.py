@@ -159,7 +159,8 @@ def collect_steps(agent: Agent, steps: int, seed: int, *, stream: str = "evaluat
     """Episodes 0, 1, 2, … of ``stream`` until at least ``steps`` steps, finishing the episode in
     progress (the evaluator's sequential rule for a steps budget).
 
-    Episodes are collected in rounds: 16, then at most twice the last round, but no more than the
+    Episodes are collected in rounds: 16 (or one per 2,000 steps, up to the envs stepped at once),
+    then at most twice the last round, but no more than the
     episodes the mean length so far says are still needed (+ 20 %), in multiples of 16 — plain
     doubling collected up to twice the steps asked for (1M pairs of Hopper: 1.9M steps). The
     rounds change no number: an episode's forward blocks (4 rows, at multiples of 4) are the same
@@ -168,7 +169,11 @@ def collect_steps(agent: Agent, steps: int, seed: int, *, stream: str = "evaluat
     if steps < 1:
         raise RlscapeError(f"--steps must be a positive integer, not {steps}")
     parts: list[Trajectories] = []
-    total, first, n = 0, 0, 16
+    # the first round: 16 episodes, or one per 2,000 steps asked for when that is more (up to the
+    # envs stepped at once), so a large collection does not start in narrow, overhead-bound rounds;
+    # it overshoots only where episodes last more than 2,000 steps
+    width = int(max_envs or agent.env.default_max_envs())
+    total, first, n = 0, 0, int(max(16, min(16 * (width // 16), 16 * math.ceil(steps / 2000 / 16))))
     while total < steps:
         parts.append(collect(agent, n, seed, stream=stream, first_episode=first, max_envs=max_envs,
                              rows=block_rows(Budget(steps=steps))))
