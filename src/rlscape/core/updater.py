@@ -435,22 +435,26 @@ class Updater:
         m.policy.set_training_mode(True)
         m._update_learning_rate([m.actor.optimizer])
         data = m.replay_buffer._get_samples(indices, env=m.get_vec_normalize_env())
-        if self.algo == "sac":
-            if m.use_sde:
-                m.actor.reset_noise()
-            actions_pi, log_prob = m.actor.action_log_prob(data.observations)
-            log_prob = log_prob.reshape(-1, 1)
-            ent_coef = torch.exp(m.log_ent_coef.detach()) if m.ent_coef_optimizer is not None else m.ent_coef_tensor
-            q_values_pi = torch.cat(m.critic(data.observations, actions_pi), dim=1)
-            min_qf_pi, _ = torch.min(q_values_pi, dim=1, keepdim=True)
-            actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
-        else:
-            actor_loss = -m.critic.q1_forward(data.observations, m.actor(data.observations)).mean()
-        m.actor.optimizer.zero_grad()
-        frozen = [p for p in m.critic.parameters() if p.requires_grad]
-        for p in frozen:  # the critic's own gradient is never applied: do not compute it (the actor's is the same)
+        # the critic's own gradient of this loss is never applied: freeze its parameters (those it
+        # does not share with the actor) before the forward pass, so autograd does not compute it;
+        # the actor's gradient is the same
+        shared = {id(p) for p in m.actor.parameters()}
+        frozen = [p for p in m.critic.parameters() if p.requires_grad and id(p) not in shared]
+        for p in frozen:
             p.requires_grad_(False)
         try:
+            if self.algo == "sac":
+                if m.use_sde:
+                    m.actor.reset_noise()
+                actions_pi, log_prob = m.actor.action_log_prob(data.observations)
+                log_prob = log_prob.reshape(-1, 1)
+                ent_coef = torch.exp(m.log_ent_coef.detach()) if m.ent_coef_optimizer is not None else m.ent_coef_tensor
+                q_values_pi = torch.cat(m.critic(data.observations, actions_pi), dim=1)
+                min_qf_pi, _ = torch.min(q_values_pi, dim=1, keepdim=True)
+                actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
+            else:
+                actor_loss = -m.critic.q1_forward(data.observations, m.actor(data.observations)).mean()
+            m.actor.optimizer.zero_grad()
             actor_loss.backward()
         finally:
             for p in frozen:
