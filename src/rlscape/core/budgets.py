@@ -90,11 +90,17 @@ def adaptive_sem(returns: np.ndarray, pooled_variance: float) -> np.ndarray:
     the sample variance plus one pooled pseudo-episode (see the module docstring)."""
     from scipy.stats import chi2
 
+    n, ss = _spread(returns)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((ss + pooled_variance) / chi2.ppf(_UCB_LEVEL, n) / n)
+
+
+def _spread(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``returns`` (NaN = not run): the episodes run and their sum of squares (n−1)·s²."""
     n = np.sum(~np.isnan(returns), axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.nansum(returns, axis=1) / n
-        ss = np.nansum((returns - mean[:, None]) ** 2, axis=1)  # (n−1)·s²
-        return np.sqrt((ss + pooled_variance) / chi2.ppf(_UCB_LEVEL, n) / n)
+        return n, np.nansum((returns - mean[:, None]) ** 2, axis=1)
 
 
 _UCB_LEVEL = 0.10  # SEM̂ is the variance's 90 % upper confidence bound (chi-square, n degrees of freedom)
@@ -129,10 +135,8 @@ def next_round(chunks: Sequence[ChunkData], n_points: int, ev: EvalSpec) -> tupl
     lo = int(counts[want].min())  # the lowest count first (after a resume several may wait)
     pts = np.flatnonzero(want & (counts == lo))
     # where to go: the smallest rung that the plain variance estimate says is enough, at most 2·lo
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nanmean(returns[pts, :lo], axis=1)
-        plain = (np.nansum((returns[pts, :lo] - mean[:, None]) ** 2, axis=1) + v) / lo
-    need = np.ceil(plain / ev.target_sem**2)
+    _, ss = _spread(returns[pts, :lo])
+    need = np.ceil((ss + v) / lo / ev.target_sem**2)
     ladder = rungs(m, M)
     above = ladder[ladder > lo]
     cap = min(2 * lo, M)
