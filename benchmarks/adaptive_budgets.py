@@ -16,7 +16,9 @@ each budget's figure is the mean over its replicates. For each S: the smallest f
 mean worst-point error is at most the adaptive one's — searched over every E from 10 to 320, not
 only the printed ladder (a coarse ladder would flatter the adaptive budget: an error between
 E = 30 and E = 40 would be charged 40) — and the ratio of episodes used (adaptive mean total /
-fixed E × points). An oracle line shows what a rule that knew every point's variance would use. The reference's own noise (its SEM, shown) is part of every error alike.
+fixed E × points). An oracle line shows what a rule that knew every point's variance would use
+(the best of 60 targets, so an optimistic floor; the adaptive figure is also the best of its
+targets). The reference's own noise (its SEM, shown) is part of every error alike.
 
     .venv/bin/python benchmarks/adaptive_budgets.py --env CartPole-v1 [--grid 15] [--targets 4,8,16]
 

@@ -35,7 +35,7 @@ BENCHMARKS = [
     ("Closed-form gradient/Hessian accuracy", ["closed_form_accuracy.py"]),
     ("Linear regions: exact counting vs dense sampling", ["regions.py"]),
     ("PURD: TD3 Hopper updates + evaluation vs raw stepping", ["purd_hopper.py"]),
-    ("Gradient quality: collecting state-action pairs vs raw stepping", ["grad_quality.py"]),  # 10⁶ pairs: small totals run in narrow first rounds
+    ("Gradient quality: collecting state-action pairs vs raw stepping", ["grad_quality.py"]),  # the 10⁶ pairs
 ]
 
 
