@@ -69,6 +69,43 @@ def test_max_envs_and_workers_do_not_change_a_single_number(untrained, algo, env
     np.testing.assert_array_equal(runs[0], runs[2])
 
 
+def test_finished_points_leave_the_forward_pass_without_changing_a_number(cartpole_ppo):
+    """40 explicit members of one episode each end at different steps; the rectangle of 40 drops
+    finished members from its forward pass (the numpy chain computes each point with its own BLAS
+    calls) and must give what rectangles of one member give, values included."""
+    agent = load_checkpoint(cartpole_ppo)
+    theta = agent.parameters("all")
+    rng = np.random.default_rng(0)
+    members = {n: (v[None] + 0.3 * rng.standard_normal((40, *v.shape))).astype(np.float32) for n, v in theta.items()}
+    sizes = []  # the points each forward call computes
+    runs = []
+    for max_envs in (1, 40):
+        e = PopulationEvaluator(agent, {n: theta[n] for n in members}, members=members, seed=1, deterministic=True,
+                                max_envs=max_envs)
+        forward = e._forward
+        e._forward = lambda params, x, forward=forward: sizes.append(x.shape[0]) or forward(params, x)
+        runs.append(e.evaluate(np.arange(40), Budget(episodes=1)))
+        e.close()
+    assert len(set(runs[1].lengths.ravel().tolist())) > 5  # the members do end at different steps
+    np.testing.assert_array_equal(runs[0].returns, runs[1].returns)
+    np.testing.assert_array_equal(runs[0].value_sums, runs[1].value_sums)
+    np.testing.assert_array_equal(runs[0].td_sq_sums, runs[1].td_sq_sums)
+    wide = [k for k in sizes if k > 1]
+    assert wide[0] == 40 and min(wide) < 10  # the 40-member rectangle shrank as members finished
+
+
+def test_rectangles_hold_as_many_distinct_points_as_the_cache_does(cartpole_ppo):
+    from rlscape.core.evaluate import PARAM_CACHE_BYTES
+
+    agent = load_checkpoint(cartpole_ppo)
+    theta = agent.parameters("all")
+    big = {n: np.zeros((3, *v.shape), np.float32) for n, v in theta.items()}
+    e = PopulationEvaluator(agent, {n: theta[n] for n in big}, members=big, seed=0, deterministic=True)
+    per_point = sum(v[0].nbytes for v in big.values())
+    assert e.cache_points == PARAM_CACHE_BYTES // per_point
+    e.close()
+
+
 def test_single_output_products_do_not_depend_on_the_batch():
     """The property the fixed row blocks rely on, checked on this machine's BLAS: at a fixed number of
     rows a batched product's row does not depend on the batch count or on its position."""

@@ -173,3 +173,23 @@ def test_atari_critic_rewards_are_clipped_to_their_sign():
     both = EnvSpec("PongNoFrameskip-v4", atari=True, reward_norm=RewardNorm(var=4.0, clip=10.0, epsilon=0.0))
     np.testing.assert_array_equal(both.critic_reward(np.array([5.0, -1.0])), [0.5, -0.5])  # sign, then scale
     assert EnvSpec("CartPole-v1").critic_reward_units() == "raw"
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_member_seeds_give_each_member_the_episodes_of_its_own_seed(agent, deterministic):
+    """One population with member_seeds = one population per member on its own seed, bit for bit
+    (resets and, stochastic, the action noise); and two workers change nothing."""
+    _, thetas = _plane_members(agent)
+    seeds = [5, 17, 17, 3, 99, 5, 8, 1, 2]
+    pop = rlscape.evaluate_population(agent, thetas, episodes=3, seed=0, deterministic=deterministic, workers=1,
+                                      member_seeds=seeds)
+    two = rlscape.evaluate_population(agent, thetas, episodes=3, seed=0, deterministic=deterministic, workers=2,
+                                      member_seeds=seeds)
+    np.testing.assert_array_equal(pop.returns.values, two.returns.values)
+    for k, s in enumerate(seeds):
+        one = rlscape.evaluate_population(agent, {n: v[k : k + 1] for n, v in thetas.items()}, episodes=3, seed=s,
+                                          deterministic=deterministic, workers=1)
+        np.testing.assert_array_equal(pop.returns.values[k], one.returns.values[0], err_msg=f"member {k}")
+        np.testing.assert_array_equal(pop.value_mean.values[k], one.value_mean.values[0])
+    with pytest.raises(RlscapeError, match="one seed per member"):
+        rlscape.evaluate_population(agent, thetas, episodes=3, member_seeds=seeds[:2], workers=1)

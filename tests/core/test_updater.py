@@ -227,3 +227,38 @@ def test_td3_actor_step_equals_a_plain_sb3_loop_and_seeds_come_from_the_stream(t
     for n in got.delta:  # deterministic actor, same minibatch, same operations: bit-identical
         np.testing.assert_array_equal(got.delta[n], (table[n].detach() - actor0[n]).numpy(), err_msg=n)
     assert got.norm > 0
+
+
+@pytest.mark.parametrize(("algo", "n_envs", "learning_starts"), [("td3", 2, 60), ("ddpg", 1, 1000)])
+def test_batched_actor_steps_are_the_one_at_a_time_steps_bit_for_bit(tmp_path, algo, n_envs, learning_starts):
+    """Updater.actor_steps (distinct replay rows computed once, one batched weight-gradient product
+    per group of updates, Adam's elementwise step) against step() one update at a time: the same
+    rows (each env of a 2-env buffer drawn as SB3 draws it) and the same Δθ, bit for bit — from
+    saved Adam moments (TD3, trained 90 steps) and from an empty optimizer state (DDPG)."""
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with torch.random.fork_rng(devices=[]):
+        model = getattr(sb3, algo.upper())("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=n_envs, seed=0), learning_starts=learning_starts,
+                                           buffer_size=500, seed=0, device="cpu", policy_kwargs={"net_arch": [16, 8]})
+        model.learn(150)
+    model.save(tmp_path / "model.zip")
+    model.save_replay_buffer(tmp_path / "replay_buffer.pkl")
+    (tmp_path / "env.json").write_text('{"env_id": "Pendulum-v1"}')
+    seeds = [11, 12, 13, 14, 15]
+    with Updater.from_checkpoint(tmp_path) as up:
+        assert up.batched_actor_steps_supported()
+        assert bool(up.model.actor.optimizer.state) == (learning_starts < 150)
+        visited = []
+        steps, rows = up.actor_steps(seeds, 64, group=2, row_block=50, visit=lambda k0, after: visited.append((k0, after)))
+        for k, seed in enumerate(seeds):
+            one = up.step(seed, mode="actor", batch_size=64)
+            np.testing.assert_array_equal(rows[k], one.indices)
+            for n, d in one.delta.items():
+                np.testing.assert_array_equal(steps[n][k].numpy(), d, err_msg=f"update {k}, {n}")
+                k0, after = visited[k // 2]
+                np.testing.assert_array_equal(after[n][k - k0].numpy(), one.params[n])
+        assert [k0 for k0, _ in visited] == [0, 2, 4]
+        # a variant the batched rule does not reproduce is left to step()
+        up.model.actor.optimizer.param_groups[0]["weight_decay"] = 1e-3
+        assert not up.batched_actor_steps_supported()

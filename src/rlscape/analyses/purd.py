@@ -229,6 +229,8 @@ class ActorSnapshot:
 def sample_updates(updater: Updater, indices: Sequence[int], *, seed: int, mode: str, batch_size: int,
                    churn_obs: torch.Tensor, actions0: np.ndarray) -> UpdateSamples:
     """Updates ``indices`` of a PURD, each from the updater's saved state (independent samples)."""
+    if mode == "actor" and updater.batched_actor_steps_supported():
+        return _batched_samples(updater, indices, seed=seed, batch_size=batch_size, churn_obs=churn_obs, actions0=actions0)
     deltas: dict[str, list[np.ndarray]] = {n: [] for n in updater.names}
     norms, churns, seeds = [], [], []
     light = mode == "actor" and updater.algo in ("td3", "ddpg", "sac")
@@ -249,14 +251,38 @@ def sample_updates(updater: Updater, indices: Sequence[int], *, seed: int, mode:
                          np.asarray(seeds, np.int64))
 
 
+def _batched_samples(updater: Updater, indices: Sequence[int], *, seed: int, batch_size: int, churn_obs: torch.Tensor,
+                     actions0: np.ndarray) -> UpdateSamples:
+    """:func:`sample_updates` for TD3/DDPG actor steps through :meth:`Updater.actor_steps` (all
+    at once, bit for bit the same updates); the churn runs each updated actor θ' with the model's
+    own forward pass (``functional_call``), as :func:`greedy_actions` does."""
+    seeds = [update_seed(seed, i) for i in indices]
+    actor = updater.model.actor
+    churns = np.empty(len(seeds))
+
+    def churn_of(k0: int, after: dict[str, torch.Tensor]) -> None:
+        local = {n.removeprefix("actor."): v for n, v in after.items()}
+        for k in range(next(iter(local.values())).shape[0]):
+            actions = torch.func.functional_call(actor, {n: v[k] for n, v in local.items()}, (churn_obs,))
+            churns[k0 + k] = churn(actions0, actions.cpu().numpy())
+
+    steps, _ = updater.actor_steps(seeds, batch_size, visit=churn_of)
+    deltas = {n: steps[n].numpy() for n in updater.names}
+    norms = np.array([math.sqrt(sum(float(np.sum(np.square(deltas[n][k], dtype=np.float64))) for n in updater.names))
+                      for k in range(len(seeds))])
+    return UpdateSamples(deltas, norms, churns, np.asarray(seeds, np.int64))
+
+
 # -- evaluation ------------------------------------------------------------------------------------
 
 def evaluate_members(agent: Agent, thetas: Mapping[str, np.ndarray], *, episodes: int, seed: int, deterministic: bool,
-                     workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Returns and lengths (K, E) of K explicit policies as one population of the batched evaluator."""
+                     workers: int | None = None, member_seeds: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths (K, E) of K explicit policies as one population of the batched evaluator
+    (``member_seeds``: member k on episodes of its own seed instead of ``seed``)."""
     from rlscape.core.population import evaluate_population
 
-    ds = evaluate_population(agent, thetas, episodes=episodes, seed=seed, deterministic=deterministic, workers=workers)
+    ds = evaluate_population(agent, thetas, episodes=episodes, seed=seed, deterministic=deterministic, workers=workers,
+                             member_seeds=member_seeds)
     return ds["returns"].values.astype(np.float64), ds["lengths"].values.astype(np.int64)
 
 
@@ -265,20 +291,13 @@ def evaluate_updates(agent: Agent, theta0: Mapping[str, np.ndarray], deltas: Map
     """Evaluate θ0 + Δθ_i: returns and lengths (k, episodes_per_update).
 
     ``init="fixed"``: one population, every member on the same episodes (the same initial states).
-    ``"random"``: every update on its own episodes (its own evaluation seed; one call per update).
+    ``"random"``: every update on its own episodes (its own evaluation seed), still one population.
     """
     thetas = {n: theta0[n][None] + d for n, d in deltas.items()}
     E = spec.episodes_per_update
-    if spec.init == "fixed":
-        return evaluate_members(agent, thetas, episodes=E, seed=eval_seed(spec.seed), deterministic=spec.deterministic,
-                                workers=workers)
-    rets, lens = [], []
-    for j, i in enumerate(indices):
-        r, n = evaluate_members(agent, {k: v[j : j + 1] for k, v in thetas.items()}, episodes=E, seed=eval_seed(spec.seed, i),
-                                deterministic=spec.deterministic, workers=1)
-        rets.append(r[0])
-        lens.append(n[0])
-    return np.stack(rets), np.stack(lens)
+    own = None if spec.init == "fixed" else [eval_seed(spec.seed, i) for i in indices]
+    return evaluate_members(agent, thetas, episodes=E, seed=eval_seed(spec.seed), deterministic=spec.deterministic,
+                            workers=workers, member_seeds=own)
 
 
 # -- statistics ------------------------------------------------------------------------------------

@@ -166,6 +166,7 @@ def evaluate_budget(
     max_envs: int | None = None,
     generic: bool = False,
     members: NamedArrays | None = None,
+    member_seeds: np.ndarray | None = None,
     on_round: Callable[[int, int, int], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
@@ -187,7 +188,8 @@ def evaluate_budget(
         if on_round is not None:
             on_round(len(todo), budget.first, budget.episodes or 0)
         return evaluate_points(agent, base, basis, coords, todo, budget, seed=ev.seed, deterministic=ev.deterministic,
-                               workers=workers, max_envs=max_envs, generic=generic, on_chunk=keep, members=members)
+                               workers=workers, max_envs=max_envs, generic=generic, on_chunk=keep, members=members,
+                               member_seeds=member_seeds)
 
     if ev.target_sem is None:
         done = np.zeros(n_points, bool)

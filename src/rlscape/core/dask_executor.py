@@ -271,6 +271,7 @@ def evaluate_points_dask(
     on_chunk: Callable[[np.ndarray, BlockResult], None],
     progress: Callable[[int, int], None] | None = None,
     members: NamedArrays | None = None,
+    member_seeds: np.ndarray | None = None,
 ) -> int:
     """:func:`rlscape.core.execute.evaluate_points` on a Dask cluster: the same arguments, the same
     chunks (for as many workers as the cluster has threads), the same numbers. Returns env steps.
@@ -286,7 +287,7 @@ def evaluate_points_dask(
     chunks = chunk_points(np.asarray(todo, np.int64), per_rect, threads)
     if not chunks:
         return 0
-    kwargs = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs, "generic": generic}
+    kwargs = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs, "generic": generic, "member_seeds": member_seeds}
     try:
         payload = cloudpickle.dumps((runtime_versions(), agent, base, basis, members, kwargs))
     except Exception as exc:  # noqa: BLE001 - whatever pickling raises, the message says what to do

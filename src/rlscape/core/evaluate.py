@@ -54,6 +54,10 @@ def block_rows(budget: Budget) -> int:
     return -(-e // -(-e // _MAX_ROWS))
 
 
+#: the most parameter bytes of distinct points a rectangle steps side by side: every env step reads
+#: each point's weights once, and past the cache they stream from memory (PURD on Hopper: 64 TD3
+#: actors of 0.5 MB each stepped at 9.1k env-steps/s, 8 of them at 11.3k; benchmarks/purd_hopper.py)
+PARAM_CACHE_BYTES = 4 << 20
 _STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
 
@@ -126,10 +130,12 @@ class NoiseTable:
     never depends on which episodes share the table.
     """
 
-    def __init__(self, seed: int, episode_ids: Sequence[int] | np.ndarray, width: int, kind: str, stream: int | None = None) -> None:
+    def __init__(self, seed: int, episode_ids: Sequence[int] | np.ndarray, width: int, kind: str, stream: int | None = None,
+                 seeds: Sequence[int] | None = None) -> None:
         self.kind, self.width = kind, width
-        self.rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(_key(seed, stream, NOISE_STREAM, e))))
-                     for e in episode_ids]
+        per_row = [seed] * len(episode_ids) if seeds is None else list(seeds)  # ``seeds``: each episode's own seed
+        self.rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(_key(s, stream, NOISE_STREAM, e))))
+                     for s, e in zip(per_row, episode_ids, strict=True)]
         self.table = np.zeros((len(self.rngs), 0, width), np.float32)
 
     def at(self, t: int) -> np.ndarray:
@@ -228,7 +234,7 @@ class PopulationEvaluator:
     def __init__(self, agent: Agent, base: NamedArrays, basis: Sequence[NamedArrays] = (), *, seed: int,
                  deterministic: bool, max_envs: int | None = None,
                  should_stop: Callable[[], bool] | None = None, generic: bool = False,
-                 members: NamedArrays | None = None) -> None:
+                 members: NamedArrays | None = None, member_seeds: np.ndarray | None = None) -> None:
         agent.check_sampling(deterministic)
         self.should_stop = should_stop
         self.agent = agent
@@ -237,11 +243,22 @@ class PopulationEvaluator:
         self.basis = [{n: torch.from_numpy(np.ascontiguousarray(d[n])) for n in self.names} for d in basis]
         self.members = None if members is None else {n: torch.from_numpy(np.ascontiguousarray(members[n])) for n in self.names}
         self.seed, self.deterministic = int(seed), bool(deterministic)
+        if member_seeds is not None and self.members is None:
+            raise ValueError("member_seeds need explicit members")
+        # member k's episodes from its own seed (rows are member indices); None: every point on `seed`
+        self.member_seeds = None if member_seeds is None else np.asarray(member_seeds, np.int64)
         self.max_envs = max(1, int(max_envs or agent.env.default_max_envs()))  # None: the env family's default
         self.venv = agent.env.make_vec(generic=generic)
         self.width, self.noise_kind = noise_spec(agent)
         # SB3 MLP heads: batched matmuls; else vmap, or a per-point loop for CNN heads (core/forward.py)
-        self._forward = fast_mlp_forward(agent.head) or make_forward(agent.head)
+        fast = fast_mlp_forward(agent.head)
+        self._forward = fast or make_forward(agent.head)
+        # the numpy chain computes each point with its own BLAS calls, so a subset of the points
+        # gives the same numbers: finished points are dropped from the forward pass (_rectangle)
+        self._compacts = fast is not None
+        point_bytes = sum(int(t[0].numel()) * 4 for t in self.members.values()) if self.members is not None \
+            else sum(int(t.numel()) * 4 for t in self.base.values())
+        self.cache_points = max(1, PARAM_CACHE_BYTES // max(1, point_bytes))  # points per rectangle the cache holds
 
     # -- parameters -----------------------------------------------------------------------------
     def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
@@ -278,7 +295,7 @@ class PopulationEvaluator:
         K = coords.shape[0]
         res = _empty(K, episodes)
         e_block = min(episodes, self.max_envs)
-        k_block = max(1, self.max_envs // e_block)
+        k_block = max(1, min(self.max_envs // e_block, self.cache_points))
         for k0 in range(0, K, k_block):
             ks = np.arange(k0, min(K, k0 + k_block))
             for e0 in range(0, episodes, e_block):
@@ -302,7 +319,7 @@ class PopulationEvaluator:
         while pending.size:
             n_ep = min(n_ep, self.max_envs)
             es = np.arange(e_next, e_next + n_ep)
-            group = max(1, self.max_envs // n_ep)
+            group = max(1, min(self.max_envs // n_ep, self.cache_points))
             for g0 in range(0, pending.size, group):
                 ks = pending[g0 : g0 + group]
                 part = self._rectangle(coords[ks], es)
@@ -339,10 +356,16 @@ class PopulationEvaluator:
         R = self.rows
         nb = -(-Ew // R)
         params = {k: v.repeat_interleave(nb, 0) for k, v in self._stacked(coords).items()}
-        seeds = [reset_seed(self.seed, e) for e in episode_ids]
+        # each env row's (seed, episode): one seed for every point, or each member's own
+        row_seeds = [self.seed] * n if self.member_seeds is None else \
+            [int(self.member_seeds[int(coords[i // Ew])]) for i in range(n)]
+        row_episodes = [int(episode_ids[i % Ew]) for i in range(n)]
         # our own C-ordered copy: batched matmuls round by memory layout, and the env keeps its arrays
-        obs = np.array(self.venv.reset([seeds[i % Ew] for i in range(n)]), order="C")
-        noise = NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.width and not self.deterministic else None
+        obs = np.array(self.venv.reset([reset_seed(s, e) for s, e in zip(row_seeds, row_episodes, strict=True)]), order="C")
+        noise = None
+        if self.width and not self.deterministic:  # common noise (Ew rows) or each row's own (n rows)
+            noise = NoiseTable(self.seed, episode_ids, self.width, self.noise_kind) if self.member_seeds is None else \
+                NoiseTable(self.seed, row_episodes, self.width, self.noise_kind, seeds=row_seeds)
         gamma = agent.gamma
         live = np.ones(n, bool)
         ret = np.zeros(n)
@@ -362,12 +385,33 @@ class PopulationEvaluator:
         space = agent.action_space
         box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
         skips_inactive = getattr(self._forward, "skips_inactive", False)
+        sel = np.arange(Kw * nb)  # the blocks the forward pass computes (all, until points finish)
+        sel_params = params
         while True:
+            if not (live.any() or pending.any()):
+                break
             x_pad[:, :Ew] = torch.from_numpy(np.ascontiguousarray(obs, np.float32)).reshape(Kw, Ew, *obs_shape)
             x = x_pad.reshape(Kw * nb, R, *obs_shape)
-            if skips_inactive:  # forward only the blocks with an env still running or a value still owed
+            if skips_inactive or self._compacts:  # the blocks with an env still running or a value still owed
                 wanted[:, :Ew] = (live | pending).reshape(Kw, Ew)
-                out = cast(SkippingForward, self._forward)(params, x, active=np.asarray(wanted.reshape(Kw * nb, R).any(axis=1)))
+                active = np.asarray(wanted.reshape(Kw * nb, R).any(axis=1))
+            if skips_inactive:
+                out = cast(SkippingForward, self._forward)(params, x, active=active)
+            elif self._compacts:
+                n_active = int(active.sum())
+                if 4 * n_active <= 3 * sel.size:  # drop the finished blocks (copies amortised: each drop removes ≥ 1/4)
+                    sel = np.flatnonzero(active)
+                    index = torch.from_numpy(sel)
+                    sel_params = {k: v.index_select(0, index) for k, v in params.items()}
+                if sel.size == Kw * nb:
+                    out = self._forward(params, x)
+                else:
+                    part = self._forward(sel_params, x[torch.from_numpy(sel)])
+                    out = {}
+                    for key, val in part.items():
+                        full = torch.zeros((Kw * nb, *val.shape[1:]), dtype=val.dtype)
+                        full[torch.from_numpy(sel)] = val
+                        out[key] = full
             else:
                 out = self._forward(params, x)
             out = {key: val.reshape(Kw, nb * R, *val.shape[2:]) for key, val in out.items()}
@@ -383,6 +427,8 @@ class PopulationEvaluator:
                 break
             if self.should_stop is not None and t % _STOP_EVERY == 0 and self.should_stop():
                 raise Cancelled("evaluation stopped on request")
+            if self.member_seeds is not None:  # noise per env row: the rectangle as one point of n episodes
+                out = {key: val.reshape(1, n, *val.shape[2:]) for key, val in out.items()}
             actions = select_actions(agent, out, None if noise is None else noise.at(t), self.deterministic)
             actions = actions.reshape(n, *actions.shape[2:])
             if box_dtype is not None:  # the space's dtype, as SB3's predict gives: the same numbers on every env path

@@ -111,13 +111,15 @@ def evaluate_points(
     on_chunk: Callable[[np.ndarray, BlockResult], None],
     progress: Callable[[int, int], None] | None = None,
     members: NamedArrays | None = None,
+    member_seeds: np.ndarray | None = None,
 ) -> int:
     """Evaluate the points ``todo`` and call ``on_chunk(points, result)`` as each chunk finishes.
 
     A point is either ``base + coords[k] · basis`` (``coords`` ``(N, n_dirs)``) or, with
     ``members`` (name → ``(N, *shape)``, the names of ``base``; ``coords`` None and ``basis``
     empty), member ``k`` itself. The members go to each worker once, when it starts; tasks carry
-    point indices only, so building and shipping N members costs O(N·P). ``todo`` holds the flat
+    point indices only, so building and shipping N members costs O(N·P). ``member_seeds`` (N,): each member's
+    episodes from its own seed instead of ``seed`` (no common random numbers). ``todo`` holds the flat
     indices still to compute. Returns the number of env steps taken. ``workers`` defaults to all cores; 1 runs in this process. ``generic``
     forces Gymnasium envs where a native batched env exists (the results are the same).
     ``workers`` may also be a ``dask.distributed.Client``: the same chunks run as tasks on its cluster.
@@ -127,7 +129,8 @@ def evaluate_points(
 
     if is_client(workers):
         return evaluate_points_dask(workers, agent, base, basis, coords, todo, budget, seed=seed, deterministic=deterministic,
-                                    max_envs=max_envs, generic=generic, on_chunk=on_chunk, progress=progress, members=members)
+                                    max_envs=max_envs, generic=generic, on_chunk=on_chunk, progress=progress, members=members,
+                                    member_seeds=member_seeds)
     # -- end of the Dask hook --
     workers = cpu_count() if workers is None else int(workers)
     if workers < 1:
@@ -136,7 +139,8 @@ def evaluate_points(
     per_rect = max(1, max_envs // (budget.episodes or 1)) if budget.episodes else max_envs
     chunks = chunk_points(np.asarray(todo, np.int64), per_rect, workers)
     workers = max(1, min(workers, len(chunks)))
-    kwargs: dict[str, Any] = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs, "generic": generic}
+    kwargs: dict[str, Any] = {"seed": seed, "deterministic": deterministic, "max_envs": max_envs, "generic": generic,
+                              "member_seeds": member_seeds}
     total_steps = 0
     if not chunks:
         return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ def evaluate_population(
     target_sem: float | None = None,
     min_episodes: int | None = None,
     max_episodes: int | None = None,
+    member_seeds: Sequence[int] | np.ndarray | None = None,
 ) -> xr.Dataset:
     """Evaluate K explicit parameter vectors of ``agent`` (or a checkpoint path) on common episodes.
 
@@ -105,6 +106,8 @@ def evaluate_population(
     episode) and ``return_mean``, ``return_std``, ``return_sem``, ``length_mean``,
     ``discounted_return_mean``, ``n_episodes`` (+ ``value_mean``, ``td_error_mean`` with a
     critic) per member. With ``out``, a resumable run directory (kind ``population``).
+    ``member_seeds`` (K,): member k's episodes come from seed ``member_seeds[k]`` instead of
+    ``seed`` (independent episodes per member rather than common random numbers).
     """
     check_workers(workers)
     if max_envs is not None and max_envs < 1:
@@ -115,6 +118,9 @@ def evaluate_population(
     agent.check_sampling(ev.deterministic)
     members = check_thetas(agent, thetas)
     K = next(iter(members.values())).shape[0]
+    seeds = None if member_seeds is None else np.asarray(member_seeds, np.int64).reshape(-1)
+    if seeds is not None and seeds.shape != (K,):
+        raise RlscapeError(f"member_seeds needs one seed per member ({K}), not {seeds.size}")
     theta0 = agent.parameters("all")
     base = {n: theta0[n] for n in members}
     attrs: dict[str, Any] = {
@@ -124,24 +130,24 @@ def evaluate_population(
         "critic_reward_units": agent.env.critic_reward_units(), "n_members": K,
     }
     if out is None:
-        return _evaluate(None, agent, members, base, K, ev, attrs, workers, max_envs)
+        return _evaluate(None, agent, members, base, K, ev, attrs, workers, max_envs, seeds)
     spec = {"kind": "population", "checkpoint": attrs["checkpoint"], "env_id": attrs["env_id"], "algo": attrs["algo"],
             "members": K, "moved_parameters": list(members), "thetas_sha1": _fingerprint(members),
-            "evaluation": ev.model_dump(mode="json")}
+            "evaluation": ev.model_dump(mode="json"), **({} if seeds is None else {"member_seeds_sha1": _fingerprint({"s": seeds})})}
     with open_run(out, spec, overwrite=overwrite) as run:
         run.record(env=agent.env.describe(), algo=agent.algo, seeds=episode_seeds(ev.seed))
-        ds = _evaluate(run, agent, members, base, K, ev, attrs, workers, max_envs)
+        ds = _evaluate(run, agent, members, base, K, ev, attrs, workers, max_envs, seeds)
         run.finish(ds)
     return ds
 
 
 def _evaluate(run: Run | None, agent: Agent, members: NamedArrays, base: NamedArrays, K: int, ev: EvalSpec,
-              attrs: dict[str, Any], workers: int | None, max_envs: int | None) -> xr.Dataset:
+              attrs: dict[str, Any], workers: int | None, max_envs: int | None, member_seeds: np.ndarray | None = None) -> xr.Dataset:
     """Evaluate the members not yet in ``run``'s chunks (all of them without a run)."""
     chunks = run.dir.read_chunks() if run is not None else []
     t0 = time.perf_counter()
     env_steps = evaluate_budget(agent, base, [], None, K, ev, chunks, on_chunk=run.dir.save_chunk if run is not None else lambda c: None,
-                                workers=workers, max_envs=max_envs, members=members)
+                                workers=workers, max_envs=max_envs, members=members, member_seeds=member_seeds)
     if run is not None:
         run.record(env_steps_this_session=env_steps, evaluation_wall_time_s=round(time.perf_counter() - t0, 3))
     return population_dataset(merge_chunks(chunks, K), attrs)

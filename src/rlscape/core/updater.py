@@ -40,7 +40,7 @@ import math
 import random
 import zipfile
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +428,128 @@ class Updater:
             return (rng.integers(1, buf.buffer_size, size=batch_size) + buf.pos) % buf.buffer_size
         return rng.integers(0, buf.buffer_size if buf.full else buf.pos, size=batch_size)
 
+    # -- many independent actor steps at once (TD3 / DDPG) -----------------------------------------
+    def batched_actor_steps_supported(self) -> bool:
+        """Whether :meth:`actor_steps` applies: a TD3/DDPG actor and critic that are chains of
+        ``Linear`` layers and elementwise activations on flat vector observations (rows never mix),
+        and the actor's optimizer plain Adam as SB3 builds it (one parameter group, no weight
+        decay, AMSGrad, maximize, foreach, fused, capturable or differentiable variants)."""
+        from rlscape.core.fastmlp import _chain, _flat_vector_obs
+
+        m = self.model
+        if self.algo not in ("td3", "ddpg"):
+            return False
+        a, c = m.actor, m.critic
+        if not (_flat_vector_obs(a, a.features_extractor) and _flat_vector_obs(c, c.features_extractor)):
+            return False
+        if _chain(a.mu, "mu") is None or any(_chain(q, "q") is None for q in c.q_networks):
+            return False
+        linear = {id(p) for mod in a.modules() if isinstance(mod, torch.nn.Linear) for p in mod.parameters()}
+        if {id(p) for p in a.parameters()} != linear:
+            return False
+        opt = a.optimizer
+        if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
+            return False
+        g = opt.param_groups[0]
+        plain = (g.get("weight_decay", 0) == 0 and not g.get("amsgrad") and not g.get("maximize") and not g.get("foreach")
+                 and not g.get("fused") and not g.get("capturable") and not g.get("differentiable")
+                 and not g.get("decoupled_weight_decay") and not isinstance(g.get("lr"), torch.Tensor))
+        return bool(plain)
+
+    def actor_steps(self, seeds: list[int], batch_size: int = ACTOR_BATCH, *, group: int = 8, row_block: int = 8192,
+                    visit: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """``len(seeds)`` independent actor steps from the saved state at once: the steps Δθ = θ' − θ
+        (name → ``(K, *shape)`` float32, every parameter of the actor) and the minibatch rows
+        ``(K, batch_size)``.
+
+        Bit for bit the updates :meth:`step` takes one at a time (``mode="actor"``,
+        ``from_saved=True``), for :meth:`batched_actor_steps_supported` agents (tested): every
+        update starts from the same θ with the critic frozen, so a replay row's activations and its
+        gradient with respect to every ``Linear`` output are the same in every minibatch that
+        draws it. They are computed once per distinct row (in blocks of ``row_block`` rows: each
+        row's numbers do not depend on its block), then each update's weight gradient is its own
+        rows' product ``δᵀ h`` (one batched product for ``group`` updates, the operand order of
+        torch's ``Linear`` backward), its bias gradient their sum, and Adam's step is applied with
+        the same elementwise operations as ``torch.optim.Adam`` from the saved moments and step
+        count. On a 40k-row Hopper buffer 250 updates share 32k distinct rows of their 64k draws.
+        ``visit(k0, after)`` is called with the updated parameters θ' of updates ``k0 … k0 + k − 1``
+        (name → ``(k, *shape)``) while they are at hand. The model is not changed.
+        """
+        from torch import nn
+
+        m = self.model
+        self.restore(self.saved)
+        buf = m.replay_buffer
+        n_envs = int(buf.n_envs)
+        K = len(seeds)
+        rows = np.empty((K, batch_size), np.int64)
+        for i, seed in enumerate(seeds):
+            st = StepSeeds.of(seed)
+            batch = self.minibatch_indices(st.batch, batch_size)
+            # SB3's _get_samples draws each row's env from numpy's global RNG, seeded as in step()
+            env_idx = np.random.RandomState(st.rng % 2**32).randint(0, high=n_envs, size=(batch_size,))
+            rows[i] = batch * n_envs + env_idx
+        unique, inverse = np.unique(rows, return_inverse=True)
+        inverse_t = torch.from_numpy(inverse.reshape(K, batch_size))
+        linears = [mod for mod in m.actor.modules() if isinstance(mod, nn.Linear)]
+        inputs: dict[int, list[torch.Tensor]] = {id(mod): [] for mod in linears}
+        deltas: dict[int, list[torch.Tensor]] = {id(mod): [] for mod in linears}
+        m._update_learning_rate([m.actor.optimizer])
+        shared = {id(p) for p in m.actor.parameters()}
+        frozen = [p for p in m.critic.parameters() if p.requires_grad and id(p) not in shared]
+        vn = m.get_vec_normalize_env()
+        m.policy.set_training_mode(True)
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            for r0 in range(0, unique.size, row_block):
+                u = unique[r0 : r0 + row_block]
+                obs = buf.to_torch(buf._normalize_obs(buf.observations[u // n_envs, u % n_envs, :], vn))
+                seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+                hooks = [mod.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append((mod, inp[0].detach(), out)))
+                         for mod in linears]
+                try:
+                    q = m.critic.q1_forward(obs, m.actor(obs))
+                finally:
+                    for hook in hooks:
+                        hook.remove()
+                # −mean over a minibatch of batch_size rows: every row's share of the loss is −q/batch_size
+                loss = -(q.sum() / batch_size)
+                grads = torch.autograd.grad(loss, [out for _, _, out in seen])
+                for (mod, inp, _), d in zip(seen, grads, strict=True):
+                    inputs[id(mod)].append(inp)
+                    deltas[id(mod)].append(d)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+            m.policy.set_training_mode(False)
+        H = {k: torch.cat(v) for k, v in inputs.items()}
+        D = {k: torch.cat(v) for k, v in deltas.items()}
+        opt = m.actor.optimizer
+        grp = opt.param_groups[0]
+        lr, (beta1, beta2), eps = float(grp["lr"]), grp["betas"], float(grp["eps"])
+        names = {id(p): n for n, p in m.policy.named_parameters()}
+        out = {names[id(p)]: torch.empty((K, *p.shape), dtype=p.dtype) for mod in linears for p in mod.parameters()}
+        with torch.no_grad():
+            for k0 in range(0, K, group):
+                idx = inverse_t[k0 : k0 + group]
+                shape = (idx.shape[0], batch_size)
+                flat = idx.reshape(-1)
+                after: dict[str, torch.Tensor] = {}
+                for mod in linears:
+                    h = H[id(mod)].index_select(0, flat).view(*shape, -1)  # (k, B, in)
+                    d = D[id(mod)].index_select(0, flat).view(*shape, -1)  # (k, B, out)
+                    grads_of = {id(mod.weight): torch.bmm(d.transpose(1, 2), h)}  # as Linear's backward: gradᵀ · input
+                    if mod.bias is not None:
+                        grads_of[id(mod.bias)] = d.sum(1)
+                    for p in mod.parameters():
+                        new = _adam(p.detach(), grads_of[id(p)], opt.state.get(p, {}), lr, beta1, beta2, eps)
+                        torch.sub(new, p.detach(), out=out[names[id(p)]][k0 : k0 + group])  # θ' − θ, as step() reports it
+                        after[names[id(p)]] = new
+                if visit is not None:
+                    visit(k0, after)
+        return out, rows // n_envs
+
     def _actor_step(self, batch_seed: int, batch_size: int) -> np.ndarray:
         """One actor step, critic / targets / entropy coefficient frozen (SB3's actor loss)."""
         m = self.model
@@ -463,3 +585,20 @@ class Updater:
         m.critic.optimizer.zero_grad(set_to_none=True)  # the critic's gradient of this loss is never applied
         m.policy.set_training_mode(False)
         return indices
+
+
+def _adam(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, Any], lr: float, beta1: float, beta2: float,
+          eps: float) -> torch.Tensor:
+    """``torch.optim.Adam``'s single-tensor step (no weight decay, AMSGrad or maximize) for a stack
+    of gradients ``(k, *shape)`` of one parameter, from its ``state`` (moments, step count; empty:
+    a first step): the updated parameters ``(k, *shape)``, with the same elementwise operations."""
+    exp_avg = state.get("exp_avg", torch.zeros_like(param))
+    exp_avg_sq = state.get("exp_avg_sq", torch.zeros_like(param))
+    step = float(state["step"]) + 1 if "step" in state else 1.0
+    m = exp_avg.expand_as(grad).lerp(grad, 1 - beta1)
+    v = exp_avg_sq.expand_as(grad).mul(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = lr / bias_correction1
+    denom = (v.sqrt_() / bias_correction2**0.5).add_(eps)
+    return param.expand_as(grad).addcdiv(m, denom, value=-step_size)
