@@ -54,9 +54,11 @@ def block_rows(budget: Budget) -> int:
     return -(-e // -(-e // _MAX_ROWS))
 
 
-#: the most parameter bytes of distinct points a rectangle steps side by side: every env step reads
-#: each point's weights once, and past the cache they stream from memory (PURD on Hopper: 64 TD3
-#: actors of 0.5 MB each stepped at 9.1k env-steps/s, 8 of them at 11.3k; benchmarks/purd_hopper.py)
+#: the most parameter bytes of distinct points a rectangle of the numpy MLP chain steps side by side:
+#: every env step reads each point's weights once, and past the cache they stream from memory. 500
+#: TD3 Hopper actors (0.5 MB each), one episode each, 2 workers: 6.7k env-steps/s with 0.5 MB per
+#: rectangle (one actor: per-step overhead), 11.5k with 2 MB, 11.9–12.3k with 4 MB, 10.7k with
+#: 8 MB, 9.7k with 32 MB (this machine: 1 MB of L2 per core, 32 MB of L3 shared by both cores)
 PARAM_CACHE_BYTES = 4 << 20
 _STOP_EVERY = 16  # env steps between checks of the stop request
 RESET_STREAM, NOISE_STREAM = 0x5E, 0xA0  # seed-sequence tags: SeedSequence([seed, tag, episode])
@@ -258,7 +260,8 @@ class PopulationEvaluator:
         self._compacts = fast is not None
         point_bytes = sum(int(t[0].numel()) * 4 for t in self.members.values()) if self.members is not None \
             else sum(int(t.numel()) * 4 for t in self.base.values())
-        self.cache_points = max(1, PARAM_CACHE_BYTES // max(1, point_bytes))  # points per rectangle the cache holds
+        # points per rectangle the cache holds (measured for the numpy chain; CNN heads loop over points as before)
+        self.cache_points = max(1, PARAM_CACHE_BYTES // max(1, point_bytes)) if fast is not None else 1 << 30
 
     # -- parameters -----------------------------------------------------------------------------
     def _stacked(self, coords: np.ndarray) -> dict[str, torch.Tensor]:
