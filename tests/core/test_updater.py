@@ -259,6 +259,13 @@ def test_batched_actor_steps_are_the_one_at_a_time_steps_bit_for_bit(tmp_path, a
                 k0, after = visited[k // 2]
                 np.testing.assert_array_equal(after[n][k - k0].numpy(), one.params[n])
         assert [k0 for k0, _ in visited] == [0, 2, 4]
+        # one row table for more updates than these (a PURD's, shared by its chunks): the same steps
+        table = up.actor_row_table(up.actor_step_rows(seeds + [99, 100], 64), 64, row_block=7)
+        shared, _ = up.actor_steps(seeds[1:4], 64, table=table)
+        for n in shared:
+            np.testing.assert_array_equal(shared[n].numpy(), steps[n][1:4].numpy(), err_msg=n)
+        with pytest.raises(RlscapeError, match="lacks rows"):
+            up.actor_steps([12345], 64, table=up.actor_row_table(up.actor_step_rows([11], 64), 64))
         # a variant the batched rule does not reproduce is left to step()
         up.model.actor.optimizer.param_groups[0]["weight_decay"] = 1e-3
         assert not up.batched_actor_steps_supported()

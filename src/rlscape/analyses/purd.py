@@ -47,7 +47,7 @@ from rlscape.core.lifecycle import Run, open_run, over_checkpoints
 from rlscape.core.policy import CATEGORICAL, QVALUES, Agent, load_checkpoint
 from rlscape.core.runs import checkpoints_label, select_checkpoints
 from rlscape.core.spec import CheckpointSpec
-from rlscape.core.updater import ON_POLICY, Updater
+from rlscape.core.updater import ON_POLICY, ActorRowTable, Updater
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ EVAL_STREAM = 0x9E7A  # SeedSequence([seed, EVAL_STREAM]) / ([seed, EVAL_STREAM,
 CHURN_STREAM = 0xC4A2  # the fixed batch of visited states the churn is measured on
 SUMMARIES = ("mean", "std", "mode", "ltp", "cvar")
 _SAMPLES = "samples.npz"  # finished updates of an unfinished run (resume)
+#: the most memory one table of replay-row quantities shared by all of a PURD's TD3/DDPG updates may
+#: take (a 400×300 actor: 5.7 kB per row; 1000 updates on a 120k-row buffer: 105k rows, 0.6 GB)
+ROW_TABLE_BYTES = 1 << 30
 
 
 # -- the spec --------------------------------------------------------------------------------------
@@ -227,10 +230,13 @@ class ActorSnapshot:
 
 
 def sample_updates(updater: Updater, indices: Sequence[int], *, seed: int, mode: str, batch_size: int,
-                   churn_obs: torch.Tensor, actions0: np.ndarray) -> UpdateSamples:
-    """Updates ``indices`` of a PURD, each from the updater's saved state (independent samples)."""
+                   churn_obs: torch.Tensor, actions0: np.ndarray, table: ActorRowTable | None = None) -> UpdateSamples:
+    """Updates ``indices`` of a PURD, each from the updater's saved state (independent samples).
+    ``table``: the replay rows' per-row quantities shared by all the PURD's updates (see
+    :func:`row_table`; TD3/DDPG)."""
     if mode == "actor" and updater.batched_actor_steps_supported():
-        return _batched_samples(updater, indices, seed=seed, batch_size=batch_size, churn_obs=churn_obs, actions0=actions0)
+        return _batched_samples(updater, indices, seed=seed, batch_size=batch_size, churn_obs=churn_obs, actions0=actions0,
+                                table=table)
     deltas: dict[str, list[np.ndarray]] = {n: [] for n in updater.names}
     norms, churns, seeds = [], [], []
     light = mode == "actor" and updater.algo in ("td3", "ddpg", "sac")
@@ -251,8 +257,22 @@ def sample_updates(updater: Updater, indices: Sequence[int], *, seed: int, mode:
                          np.asarray(seeds, np.int64))
 
 
+def row_table(updater: Updater, indices: Sequence[int], *, seed: int, mode: str, batch_size: int) -> ActorRowTable | None:
+    """One table of the per-row quantities (:meth:`Updater.actor_row_table`) for every replay row
+    that updates ``indices`` draw, when the batched actor steps apply and the table fits in
+    :data:`ROW_TABLE_BYTES`; else None (each chunk computes its own). A chunk of 250 updates on a
+    120k-row buffer draws 50k distinct rows; all 1000 updates draw 105k, not 200k."""
+    if not (mode == "actor" and updater.batched_actor_steps_supported()):
+        return None
+    keys = updater.actor_step_rows([update_seed(seed, i) for i in indices], batch_size)
+    width = sum(mod.in_features + mod.out_features for mod in updater.model.actor.modules() if isinstance(mod, torch.nn.Linear))
+    if np.unique(keys).size * width * 4 > ROW_TABLE_BYTES:
+        return None
+    return updater.actor_row_table(keys, batch_size)
+
+
 def _batched_samples(updater: Updater, indices: Sequence[int], *, seed: int, batch_size: int, churn_obs: torch.Tensor,
-                     actions0: np.ndarray) -> UpdateSamples:
+                     actions0: np.ndarray, table: ActorRowTable | None = None) -> UpdateSamples:
     """:func:`sample_updates` for TD3/DDPG actor steps through :meth:`Updater.actor_steps` (all
     at once, bit for bit the same updates); the churn runs each updated actor θ' with the model's
     own forward pass (``functional_call``), as :func:`greedy_actions` does."""
@@ -266,7 +286,7 @@ def _batched_samples(updater: Updater, indices: Sequence[int], *, seed: int, bat
             actions = torch.func.functional_call(actor, {n: v[k] for n, v in local.items()}, (churn_obs,))
             churns[k0 + k] = churn(actions0, actions.cpu().numpy())
 
-    steps, _ = updater.actor_steps(seeds, batch_size, visit=churn_of)
+    steps, _ = updater.actor_steps(seeds, batch_size, visit=churn_of, table=table)
     deltas = {n: steps[n].numpy() for n in updater.names}
     norms = np.array([math.sqrt(sum(float(np.sum(np.square(deltas[n][k], dtype=np.float64))) for n in updater.names))
                       for k in range(len(seeds))])
@@ -466,11 +486,14 @@ def compute_purd(run: Run | None, spec: PurdSpec, agent: Agent, updater: Updater
         bar = tqdm(total=N, initial=int(samples.done.sum()), unit="upd", desc="post-update returns", dynamic_ncols=True)
     try:
         todo = np.flatnonzero(~samples.done)
+        t0 = time.perf_counter()
+        table = row_table(updater, todo.tolist(), seed=spec.seed, mode=mode, batch_size=spec.batch_size) if todo.size else None
+        t_update += time.perf_counter() - t0
         for start in range(0, todo.size, spec.chunk):
             idx = todo[start : start + spec.chunk]
             t0 = time.perf_counter()
             got = sample_updates(updater, idx.tolist(), seed=spec.seed, mode=mode, batch_size=spec.batch_size,
-                                 churn_obs=churn_obs, actions0=actions0)
+                                 churn_obs=churn_obs, actions0=actions0, table=table)
             t_update += time.perf_counter() - t0
             t0 = time.perf_counter()
             rets, lens = evaluate_updates(agent, theta0, got.deltas, idx.tolist(), spec=spec, workers=workers)

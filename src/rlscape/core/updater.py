@@ -135,6 +135,30 @@ class UpdaterState:
     rng: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ActorRowTable:
+    """Per-row quantities of the actor steps from one saved θ (:meth:`Updater.actor_row_table`):
+    ``keys`` (U,) sorted replay-row keys; ``inputs`` / ``deltas``: ``id(linear)`` → ``(U, in)`` its
+    inputs and ``(U, out)`` the loss gradient with respect to its outputs, for minibatches of
+    ``batch_size`` rows."""
+
+    keys: np.ndarray
+    batch_size: int
+    inputs: dict[int, torch.Tensor]
+    deltas: dict[int, torch.Tensor]
+
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """Row positions of ``keys`` in the table (every key must be in it)."""
+        pos = np.searchsorted(self.keys, keys)
+        if np.any(pos >= self.keys.size) or np.any(self.keys[np.minimum(pos, self.keys.size - 1)] != keys):
+            raise RlscapeError("the row table lacks rows these updates draw; build it from their rows (actor_step_rows)")
+        return pos
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (*self.inputs.values(), *self.deltas.values()))
+
+
 def _read_data(zip_path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
         with zipfile.ZipFile(zip_path) as zf:
@@ -456,45 +480,35 @@ class Updater:
                  and not g.get("decoupled_weight_decay") and not isinstance(g.get("lr"), torch.Tensor))
         return bool(plain)
 
-    def actor_steps(self, seeds: list[int], batch_size: int = ACTOR_BATCH, *, group: int = 8, row_block: int = 8192,
-                    visit: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-        """``len(seeds)`` independent actor steps from the saved state at once: the steps Δθ = θ' − θ
-        (name → ``(K, *shape)`` float32, every parameter of the actor) and the minibatch rows
-        ``(K, batch_size)``.
-
-        Bit for bit the updates :meth:`step` takes one at a time (``mode="actor"``,
-        ``from_saved=True``), for :meth:`batched_actor_steps_supported` agents (tested): every
-        update starts from the same θ with the critic frozen, so a replay row's activations and its
-        gradient with respect to every ``Linear`` output are the same in every minibatch that
-        draws it. They are computed once per distinct row (in blocks of ``row_block`` rows: each
-        row's numbers do not depend on its block), then each update's weight gradient is its own
-        rows' product ``δᵀ h`` (one batched product for ``group`` updates, the operand order of
-        torch's ``Linear`` backward), its bias gradient their sum, and Adam's step is applied with
-        the same elementwise operations as ``torch.optim.Adam`` from the saved moments and step
-        count. On a 40k-row Hopper buffer 250 updates share 32k distinct rows of their 64k draws.
-        ``visit(k0, after)`` is called with the updated parameters θ' of updates ``k0 … k0 + k − 1``
-        (name → ``(k, *shape)``) while they are at hand. The model is not changed.
-        """
-        from torch import nn
-
-        m = self.model
-        self.restore(self.saved)
-        buf = m.replay_buffer
-        n_envs = int(buf.n_envs)
-        K = len(seeds)
-        rows = np.empty((K, batch_size), np.int64)
+    def actor_step_rows(self, seeds: list[int], batch_size: int = ACTOR_BATCH) -> np.ndarray:
+        """The replay rows the actor steps of ``seeds`` draw, ``(K, batch_size)``, as keys
+        ``index · n_envs + env`` (the env of each row drawn as SB3's ``_get_samples`` draws it)."""
+        n_envs = int(self.model.replay_buffer.n_envs)
+        rows = np.empty((len(seeds), batch_size), np.int64)
         for i, seed in enumerate(seeds):
             st = StepSeeds.of(seed)
             batch = self.minibatch_indices(st.batch, batch_size)
             # SB3's _get_samples draws each row's env from numpy's global RNG, seeded as in step()
             env_idx = np.random.RandomState(st.rng % 2**32).randint(0, high=n_envs, size=(batch_size,))
             rows[i] = batch * n_envs + env_idx
-        unique, inverse = np.unique(rows, return_inverse=True)
-        inverse_t = torch.from_numpy(inverse.reshape(K, batch_size))
+        return rows
+
+    def actor_row_table(self, keys: np.ndarray, batch_size: int = ACTOR_BATCH, *, row_block: int = 1024) -> ActorRowTable:
+        """For the replay rows ``keys`` (as :meth:`actor_step_rows` gives them): each actor
+        ``Linear`` layer's input and the gradient of a ``batch_size``-row minibatch's actor loss with
+        respect to its output, at the saved θ with the critic frozen — what every actor step that
+        draws the row uses. Rows are computed in blocks of ``row_block``; a row's numbers do not
+        depend on its block (the products' rows are invariant: tested against :meth:`step`)."""
+        from torch import nn
+
+        m = self.model
+        self.restore(self.saved)
+        buf = m.replay_buffer
+        n_envs = int(buf.n_envs)
+        unique = np.unique(np.asarray(keys, np.int64))
         linears = [mod for mod in m.actor.modules() if isinstance(mod, nn.Linear)]
         inputs: dict[int, list[torch.Tensor]] = {id(mod): [] for mod in linears}
         deltas: dict[int, list[torch.Tensor]] = {id(mod): [] for mod in linears}
-        m._update_learning_rate([m.actor.optimizer])
         shared = {id(p) for p in m.actor.parameters()}
         frozen = [p for p in m.critic.parameters() if p.requires_grad and id(p) not in shared]
         vn = m.get_vec_normalize_env()
@@ -523,8 +537,42 @@ class Updater:
             for p in frozen:
                 p.requires_grad_(True)
             m.policy.set_training_mode(False)
-        H = {k: torch.cat(v) for k, v in inputs.items()}
-        D = {k: torch.cat(v) for k, v in deltas.items()}
+        return ActorRowTable(unique, batch_size, {k: torch.cat(v) for k, v in inputs.items()},
+                             {k: torch.cat(v) for k, v in deltas.items()})
+
+    def actor_steps(self, seeds: list[int], batch_size: int = ACTOR_BATCH, *, group: int = 8, row_block: int = 1024,
+                    visit: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+                    table: ActorRowTable | None = None) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """``len(seeds)`` independent actor steps from the saved state at once: the steps Δθ = θ' − θ
+        (name → ``(K, *shape)`` float32, every parameter of the actor) and the minibatch rows
+        ``(K, batch_size)``.
+
+        Bit for bit the updates :meth:`step` takes one at a time (``mode="actor"``,
+        ``from_saved=True``), for :meth:`batched_actor_steps_supported` agents (tested): every
+        update starts from the same θ with the critic frozen, so a replay row's activations and its
+        gradient with respect to every ``Linear`` output are the same in every minibatch that
+        draws it (:meth:`actor_row_table`: computed once per distinct row; pass ``table`` to share
+        one among calls, e.g. a PURD's chunks). Then each update's weight gradient is its own rows'
+        product ``δᵀ h`` (one batched product for ``group`` updates, the operand order of torch's
+        ``Linear`` backward), its bias gradient their sum, and Adam's step is applied with the same
+        elementwise operations as ``torch.optim.Adam`` from the saved moments and step count. On a
+        40k-row Hopper buffer 250 updates share 32k distinct rows of their 64k draws.
+        ``visit(k0, after)`` is called with the updated parameters θ' of updates ``k0 … k0 + k − 1``
+        (name → ``(k, *shape)``) while they are at hand. The model is not changed.
+        """
+        from torch import nn
+
+        m = self.model
+        keys = self.actor_step_rows(seeds, batch_size)
+        if table is None:
+            table = self.actor_row_table(keys, batch_size, row_block=row_block)
+        self.restore(self.saved)
+        K = len(seeds)
+        inverse_t = torch.from_numpy(table.positions(keys))
+        if table.batch_size != batch_size:
+            raise RlscapeError(f"the row table was computed for minibatches of {table.batch_size}, not {batch_size}")
+        linears = [mod for mod in m.actor.modules() if isinstance(mod, nn.Linear)]
+        m._update_learning_rate([m.actor.optimizer])
         opt = m.actor.optimizer
         grp = opt.param_groups[0]
         lr, (beta1, beta2), eps = float(grp["lr"]), grp["betas"], float(grp["eps"])
@@ -537,8 +585,8 @@ class Updater:
                 flat = idx.reshape(-1)
                 after: dict[str, torch.Tensor] = {}
                 for mod in linears:
-                    h = H[id(mod)].index_select(0, flat).view(*shape, -1)  # (k, B, in)
-                    d = D[id(mod)].index_select(0, flat).view(*shape, -1)  # (k, B, out)
+                    h = table.inputs[id(mod)].index_select(0, flat).view(*shape, -1)  # (k, B, in)
+                    d = table.deltas[id(mod)].index_select(0, flat).view(*shape, -1)  # (k, B, out)
                     grads_of = {id(mod.weight): torch.bmm(d.transpose(1, 2), h)}  # as Linear's backward: gradᵀ · input
                     if mod.bias is not None:
                         grads_of[id(mod.bias)] = d.sum(1)
@@ -548,7 +596,7 @@ class Updater:
                         after[names[id(p)]] = new
                 if visit is not None:
                     visit(k0, after)
-        return out, rows // n_envs
+        return out, keys // int(m.replay_buffer.n_envs)
 
     def _actor_step(self, batch_seed: int, batch_size: int) -> np.ndarray:
         """One actor step, critic / targets / entropy coefficient frozen (SB3's actor loss)."""
