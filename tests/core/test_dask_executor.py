@@ -82,6 +82,10 @@ def test_a_population_on_dask_equals_the_local_one(cartpole_ppo, client):
     remote = evaluate_population(agent, thetas, workers=client, **kw)
     xr.testing.assert_identical(local, remote)
     assert len(set(local.n_episodes.values.tolist())) > 1
+    # each member on its own seed (PURD's --init random): the seeds travel with the task's evaluator
+    own = {"episodes": 3, "seed": 4, "deterministic": False, "member_seeds": [9, 8, 7, 6, 5, 4, 3]}
+    xr.testing.assert_identical(evaluate_population(agent, thetas, workers=1, **own),
+                                evaluate_population(agent, thetas, workers=client, **own))
 
 
 def test_a_worker_killed_mid_run_loses_nothing(cartpole_ppo, client, tmp_path):

@@ -186,6 +186,7 @@ def test_member_seeds_give_each_member_the_episodes_of_its_own_seed(agent, deter
     two = rlscape.evaluate_population(agent, thetas, episodes=3, seed=0, deterministic=deterministic, workers=2,
                                       member_seeds=seeds)
     np.testing.assert_array_equal(pop.returns.values, two.returns.values)
+    np.testing.assert_array_equal(pop.member_seed.values, seeds)
     for k, s in enumerate(seeds):
         one = rlscape.evaluate_population(agent, {n: v[k : k + 1] for n, v in thetas.items()}, episodes=3, seed=s,
                                           deterministic=deterministic, workers=1)

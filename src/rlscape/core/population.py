@@ -150,4 +150,7 @@ def _evaluate(run: Run | None, agent: Agent, members: NamedArrays, base: NamedAr
                                 workers=workers, max_envs=max_envs, members=members, member_seeds=member_seeds)
     if run is not None:
         run.record(env_steps_this_session=env_steps, evaluation_wall_time_s=round(time.perf_counter() - t0, 3))
-    return population_dataset(merge_chunks(chunks, K), attrs)
+    ds = population_dataset(merge_chunks(chunks, K), attrs)
+    if member_seeds is not None:
+        ds["member_seed"] = ("member", member_seeds, {"long_name": "the seed of the member's episodes (instead of the attribute seed)"})
+    return ds
