@@ -72,12 +72,15 @@ def test_existing_dir_without_resume_is_refused_and_untouched(small_run, capsys)
 
 
 def test_interrupt_then_resume_ends_at_n(tmp_path):
-    # long enough that the interrupt lands mid-training on a fast machine (4096 steps once finished first)
+    # long enough that the interrupt lands mid-training (the checkpoint at 512 is the cue)
     TOTAL = 16384  # noqa: N806
     out = tmp_path / "run"
     args = [sys.executable, "-m", "rlscape.cli", "train", "CartPole-v1", "--steps", str(TOTAL), "--save-every", "512",
             "--out", str(out), *FAST]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    # a shell runs background jobs with SIGINT ignored, and a child inherits that (Python then installs no
+    # KeyboardInterrupt handler): `make test &` trained to the end through the interrupt. Restore the default.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list_checkpoints(out)) >= 2:  # 0 and at least 512
