@@ -157,6 +157,7 @@ def test_linear_gaussian_purd_matches_the_closed_form(tmp_path):
                     policy_kwargs={"net_arch": {"pi": [], "vf": []}, "optimizer_class": torch.optim.SGD, "log_std_init": float(np.log(lg.SIGMA))})
     ckpt = _save(model, tmp_path / "lg", BOUNDED_ID, False)
     ds = purd(PurdSpec(checkpoint=str(ckpt), updates=N, bootstrap=20, seed=1), workers=1, progress=False)
+    assert ds.attrs["batch_size"] == n and ds.attrs["ppo_update"] == "minibatch"  # PPO's own minibatch, not --batch-size
     agent = load_checkpoint(ckpt)
     w0, b0 = agent.parameters("all")["action_net.weight"], agent.parameters("all")["action_net.bias"]
     # the same N updates again, straight from the updater (the PURD keeps only their norms)

@@ -545,7 +545,9 @@ def build_purd_dataset(data: Mapping[str, np.ndarray], pre: np.ndarray, pre_len:
     )
     ds.attrs.update({
         **kind_attrs("purd"), "env_id": agent.env.env_id, "algo": updater.algo, "checkpoint": spec.checkpoint,
-        "update_rule": spec.mode, "ppo_update": spec.ppo_update if updater.algo in ON_POLICY else "", "batch_size": spec.batch_size,
+        "update_rule": spec.mode, "ppo_update": spec.ppo_update if updater.algo in ON_POLICY else "",
+        # the minibatch the update used: --batch-size for an off-policy actor step, else the algorithm's own
+        "batch_size": spec.batch_size if spec.mode == "actor" and updater.algo not in ON_POLICY else int(getattr(updater.model, "batch_size", 0) or 0),
         "optimizer": str(updater.info.get("optimizer")), "seed": spec.seed, "deterministic": int(spec.deterministic),
         "init": spec.init, "eval_seed": eval_seed(spec.seed), "episodes_per_update": spec.episodes_per_update,
         "alpha": spec.alpha, "ltp_fraction": spec.ltp_fraction, "ltp_reference": spec.ltp_reference, "bins": spec.bins,

@@ -35,7 +35,14 @@ def _subtitle(ds: xr.Dataset) -> str:
     a = ds.attrs
     ev = "deterministic" if a.get("deterministic") else "stochastic"
     return (f"{a.get('env_id')} · {str(a.get('algo', '')).upper()} · {a.get('n_updates', ds.sizes.get('update'))} updates "
-            f"({a.get('update_rule')}, batch {a.get('batch_size')}) · {ev}, init {a.get('init')} · seed {a.get('seed')}")
+            f"({_rule(a)}) · {ev}, init {a.get('init')} · seed {a.get('seed')}")
+
+
+def _rule(a: dict) -> str:
+    """The update rule in words: the off-policy actor step and its batch, PPO's minibatch step or iteration."""
+    if a.get("ppo_update"):
+        return f"{'one minibatch step' if a['ppo_update'] == 'minibatch' else 'one iteration'}, minibatches of {a.get('batch_size')}"
+    return f"{a.get('update_rule')}, batch {a.get('batch_size')}"
 
 
 def _ci(ds: xr.Dataset, name: str) -> str:
