@@ -30,33 +30,21 @@ from _common import CACHE, cores, result  # noqa: E402
 from mujoco_vs_raw import _raw_worker  # noqa: E402
 
 
-def td3_checkpoint() -> Path:
-    """A TD3 Hopper-v5 checkpoint with optimizer state and replay buffer (trained once, cached)."""
-    run = CACHE / "td3-Hopper-v5"
-    last = run / "checkpoints" / "0000004000"
+def td3_checkpoint(steps: int = 4000, save_every: int = 4000, learning_starts: int = 1000) -> Path:
+    """A TD3 Hopper-v5 checkpoint with optimizer state and replay buffer at ``steps`` (trained once, cached).
+
+    The default: a 4 000-step run (agents fall within ~95 steps). ``--long``: 120 000 steps with the
+    RL-Zoo settings (10 000 random steps first)."""
+    run = CACHE / ("td3-Hopper-v5" if steps == 4000 else f"td3-Hopper-v5-{steps // 1000}k")
+    last = run / "checkpoints" / f"{steps:010d}"
     if (last / "model.zip").is_file():
         return last
     from rlscape.training.train import train
 
     t0 = time.perf_counter()
-    train("Hopper-v5", "td3", steps=4000, out=run, save_every=4000, seed=0, n_envs=1,
-          hyperparams={"learning_starts": 1000}, device="cpu", progress=False)
-    print(f"(trained the TD3 Hopper-v5 agent in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    return last
-
-
-def long_td3_checkpoint() -> Path:
-    """A 120 000-step TD3 Hopper-v5 checkpoint (RL-Zoo settings: 10 000 random steps first), cached."""
-    run = CACHE / "td3-Hopper-v5-120k"
-    last = run / "checkpoints" / "0000120000"
-    if (last / "model.zip").is_file():
-        return last
-    from rlscape.training.train import train
-
-    t0 = time.perf_counter()
-    train("Hopper-v5", "td3", steps=120_000, out=run, save_every=20_000, seed=0, n_envs=1,
-          hyperparams={"learning_starts": 10_000}, device="cpu", progress=True)
-    print(f"(trained the 120k-step TD3 Hopper-v5 agent in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    train("Hopper-v5", "td3", steps=steps, out=run, save_every=save_every, seed=0, n_envs=1,
+          hyperparams={"learning_starts": learning_starts}, device="cpu", progress=steps > 4000)
+    print(f"(trained the {steps}-step TD3 Hopper-v5 agent in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return last
 
 
@@ -68,7 +56,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="raw stepping time")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     args = parser.parse_args()
-    ckpt = args.checkpoint or (long_td3_checkpoint() if args.long else td3_checkpoint())
+    ckpt = args.checkpoint or (td3_checkpoint(120_000, 20_000, 10_000) if args.long else td3_checkpoint())
     n = args.workers or cores()
 
     from rlscape.analyses.purd import PurdSpec, purd

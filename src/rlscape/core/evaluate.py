@@ -388,7 +388,7 @@ class PopulationEvaluator:
         space = agent.action_space
         box_dtype = space.dtype if isinstance(space, gym.spaces.Box) else None
         skips_inactive = getattr(self._forward, "skips_inactive", False)
-        sel = np.arange(Kw * nb)  # the blocks the forward pass computes (all, until points finish)
+        sel = torch.arange(Kw * nb)  # the blocks the forward pass computes (all, until points finish)
         sel_params = params
         while True:
             if not (live.any() or pending.any()):
@@ -401,20 +401,15 @@ class PopulationEvaluator:
             if skips_inactive:
                 out = cast(SkippingForward, self._forward)(params, x, active=active)
             elif self._compacts:
-                n_active = int(active.sum())
-                if 4 * n_active <= 3 * sel.size:  # drop the finished blocks (copies amortised: each drop removes ≥ 1/4)
-                    sel = np.flatnonzero(active)
-                    index = torch.from_numpy(sel)
-                    sel_params = {k: v.index_select(0, index) for k, v in params.items()}
-                if sel.size == Kw * nb:
+                if 4 * int(active.sum()) <= 3 * sel.numel():  # drop the finished blocks (copies amortised: each drop removes ≥ 1/4)
+                    sel = torch.from_numpy(np.flatnonzero(active))
+                    sel_params = {k: v.index_select(0, sel) for k, v in params.items()}
+                if sel.numel() == Kw * nb:
                     out = self._forward(params, x)
                 else:
-                    part = self._forward(sel_params, x[torch.from_numpy(sel)])
-                    out = {}
-                    for key, val in part.items():
-                        full = torch.zeros((Kw * nb, *val.shape[1:]), dtype=val.dtype)
-                        full[torch.from_numpy(sel)] = val
-                        out[key] = full
+                    part = self._forward(sel_params, x.index_select(0, sel))
+                    out = {key: torch.zeros((Kw * nb, *val.shape[1:]), dtype=val.dtype).index_copy_(0, sel, val)
+                           for key, val in part.items()}
             else:
                 out = self._forward(params, x)
             out = {key: val.reshape(Kw, nb * R, *val.shape[2:]) for key, val in out.items()}

@@ -154,10 +154,6 @@ class ActorRowTable:
             raise RlscapeError("the row table lacks rows these updates draw; build it from their rows (actor_step_rows)")
         return pos
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in (*self.inputs.values(), *self.deltas.values()))
-
 
 def _read_data(zip_path: Path) -> tuple[dict[str, Any], list[str]]:
     try:
@@ -509,33 +505,28 @@ class Updater:
         linears = [mod for mod in m.actor.modules() if isinstance(mod, nn.Linear)]
         inputs: dict[int, list[torch.Tensor]] = {id(mod): [] for mod in linears}
         deltas: dict[int, list[torch.Tensor]] = {id(mod): [] for mod in linears}
-        shared = {id(p) for p in m.actor.parameters()}
-        frozen = [p for p in m.critic.parameters() if p.requires_grad and id(p) not in shared]
         vn = m.get_vec_normalize_env()
         m.policy.set_training_mode(True)
-        for p in frozen:
-            p.requires_grad_(False)
         try:
-            for r0 in range(0, unique.size, row_block):
-                u = unique[r0 : r0 + row_block]
-                obs = buf.to_torch(buf._normalize_obs(buf.observations[u // n_envs, u % n_envs, :], vn))
-                seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
-                hooks = [mod.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append((mod, inp[0].detach(), out)))
-                         for mod in linears]
-                try:
-                    q = m.critic.q1_forward(obs, m.actor(obs))
-                finally:
-                    for hook in hooks:
-                        hook.remove()
-                # −mean over a minibatch of batch_size rows: every row's share of the loss is −q/batch_size
-                loss = -(q.sum() / batch_size)
-                grads = torch.autograd.grad(loss, [out for _, _, out in seen])
-                for (mod, inp, _), d in zip(seen, grads, strict=True):
-                    inputs[id(mod)].append(inp)
-                    deltas[id(mod)].append(d)
+            with self._critic_frozen():
+                for r0 in range(0, unique.size, row_block):
+                    u = unique[r0 : r0 + row_block]
+                    obs = buf.to_torch(buf._normalize_obs(buf.observations[u // n_envs, u % n_envs, :], vn))
+                    seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+                    hooks = [mod.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append((mod, inp[0].detach(), out)))
+                             for mod in linears]
+                    try:
+                        q = m.critic.q1_forward(obs, m.actor(obs))
+                    finally:
+                        for hook in hooks:
+                            hook.remove()
+                    # −mean over a minibatch of batch_size rows: every row's share of the loss is −q/batch_size
+                    loss = -(q.sum() / batch_size)
+                    grads = torch.autograd.grad(loss, [out for _, _, out in seen])
+                    for (mod, inp, _), d in zip(seen, grads, strict=True):
+                        inputs[id(mod)].append(inp)
+                        deltas[id(mod)].append(d)
         finally:
-            for p in frozen:
-                p.requires_grad_(True)
             m.policy.set_training_mode(False)
         return ActorRowTable(unique, batch_size, {k: torch.cat(v) for k, v in inputs.items()},
                              {k: torch.cat(v) for k, v in deltas.items()})
@@ -598,6 +589,24 @@ class Updater:
                     visit(k0, after)
         return out, keys // int(m.replay_buffer.n_envs)
 
+    @contextlib.contextmanager
+    def _critic_frozen(self) -> Iterator[None]:
+        """The critic's parameters (those it does not share with the actor) frozen for the body.
+
+        The critic's own gradient of the actor loss is never applied; freezing it before the forward
+        pass keeps autograd from computing it (freezing after the forward saves nothing: the weight
+        gradient is already planned). The actor's gradient is the same."""
+        m = self.model
+        shared = {id(p) for p in m.actor.parameters()}
+        frozen = [p for p in m.critic.parameters() if p.requires_grad and id(p) not in shared]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
     def _actor_step(self, batch_seed: int, batch_size: int) -> np.ndarray:
         """One actor step, critic / targets / entropy coefficient frozen (SB3's actor loss)."""
         m = self.model
@@ -605,14 +614,7 @@ class Updater:
         m.policy.set_training_mode(True)
         m._update_learning_rate([m.actor.optimizer])
         data = m.replay_buffer._get_samples(indices, env=m.get_vec_normalize_env())
-        # the critic's own gradient of this loss is never applied: freeze its parameters (those it
-        # does not share with the actor) before the forward pass, so autograd does not compute it;
-        # the actor's gradient is the same
-        shared = {id(p) for p in m.actor.parameters()}
-        frozen = [p for p in m.critic.parameters() if p.requires_grad and id(p) not in shared]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
+        with self._critic_frozen():
             if self.algo == "sac":
                 if m.use_sde:
                     m.actor.reset_noise()
@@ -626,9 +628,6 @@ class Updater:
                 actor_loss = -m.critic.q1_forward(data.observations, m.actor(data.observations)).mean()
             m.actor.optimizer.zero_grad()
             actor_loss.backward()
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
         m.actor.optimizer.step()
         m.critic.optimizer.zero_grad(set_to_none=True)  # the critic's gradient of this loss is never applied
         m.policy.set_training_mode(False)
